@@ -1,0 +1,5 @@
+//go:build !linux
+
+package vfstest
+
+func clearImmutable(p string) error { return nil }
