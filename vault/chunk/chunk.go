@@ -17,7 +17,11 @@ import (
 )
 
 // Params sets the chunk sizes in bytes. Avg is a power of two.
-type Params struct{ Min, Avg, Max int }
+type Params struct {
+	Min int `json:"min"`
+	Avg int `json:"avg"`
+	Max int `json:"max"`
+}
 
 // Default is the parameter set of new stores.
 var Default = Params{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}
@@ -178,6 +182,11 @@ type Chunker struct {
 // New returns a Chunker reading r. p must be valid.
 func New(r io.Reader, p Params) *Chunker {
 	return &Chunker{r: r, p: p, buf: make([]byte, 2*p.Max)}
+}
+
+// Reset makes c read a new stream, keeping its buffer.
+func (c *Chunker) Reset(r io.Reader) {
+	c.r, c.start, c.end, c.eof, c.err = r, 0, 0, false, nil
 }
 
 // maxEmptyReads bounds how often a reader may return (0, nil) in a row.

@@ -29,15 +29,17 @@ type Index struct {
 
 // Open opens (creating) the index in dir.
 func Open(dir string) (*Index, error) {
-	return open(badger.DefaultOptions(dir))
+	return open(badger.DefaultOptions(dir), 1<<10)
 }
 
 // OpenMemory opens an index that lives only in memory (tests).
 func OpenMemory() (*Index, error) {
-	return open(badger.DefaultOptions("").WithInMemory(true))
+	return open(badger.DefaultOptions("").WithInMemory(true), 1<<20)
 }
 
-func open(o badger.Options) (*Index, error) {
+// open sets every option; valueThreshold is the size above which values go
+// to the value log (in memory there is none, so it must hold every value).
+func open(o badger.Options, valueThreshold int64) (*Index, error) {
 	o = o.
 		WithSyncWrites(true). // an entry names a sealed pack only once it is durable
 		WithChecksumVerificationMode(options.OnTableAndBlockRead).
@@ -54,7 +56,7 @@ func open(o badger.Options) (*Index, error) {
 		WithBaseLevelSize(10 << 20).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
-		WithValueThreshold(1 << 10).
+		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(64 << 20).
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
