@@ -90,3 +90,11 @@ func TestOSMissingDir(t *testing.T) {
 		t.Fatalf("OS(missing): %v, want ErrNotExist", err)
 	}
 }
+
+// wrapped hides MemFS's atomic no-replace rename, so Commit takes the
+// Stat-then-Rename path an outside FS wrapper would get.
+type wrapped struct{ vfs.FS }
+
+func TestConformanceWrapped(t *testing.T) {
+	vfstest.Conformance(t, func(t *testing.T) vfs.FS { return wrapped{vfs.NewMem()} })
+}
