@@ -1,14 +1,18 @@
+// Command drawbridge is the vault: its daemon and its operator command line.
 package main
+
 import (
- _ "github.com/dgraph-io/badger/v4"
- _ "github.com/klauspost/compress/zstd"
- _ "golang.org/x/crypto/chacha20poly1305"
- _ "golang.org/x/crypto/argon2"
- _ "golang.org/x/crypto/curve25519"
- _ "golang.org/x/crypto/ssh"
- _ "golang.org/x/term"
- _ "golang.org/x/sys/unix"
- _ "github.com/zeebo/blake3"
- _ "filippo.io/age"
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"drawbridge/vault/cli"
 )
-func main(){}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Main(ctx, os.Args[1:], cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+	stop()
+	os.Exit(code)
+}

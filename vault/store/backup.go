@@ -52,7 +52,7 @@ type Snapshot struct {
 	Seconds     float64   `json:"seconds"`
 	Refs        string    `json:"refs"` // H(refs file)
 	Status      string    `json:"status"`
-	Seq         uint64    `json:"seq"`
+	Seq         uint64    `json:"seq,omitempty"`
 }
 
 // maxCachePending caps the file cache entries one backup collects.
@@ -206,6 +206,12 @@ func (b *backup) storeVirtual(v *vdir, rel string) (tree.ID, error) {
 			e, ok, err := b.entry(c.full, crel)
 			if err != nil {
 				return tree.ID{}, err
+			}
+			if ok && e.Kind == tree.File {
+				if err := b.file(c.full, &e); err != nil {
+					return tree.ID{}, err
+				}
+				ok = e.Kind != 0
 			}
 			if ok {
 				t.Entries = append(t.Entries, e)
