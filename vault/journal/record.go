@@ -35,8 +35,10 @@ const (
 
 	// signDomain is the label seal.Sign puts, with a 0x00, before the body.
 	signDomain = "drawbridge journal v1"
-	// timeLayout is RFC 3339 with all nine fraction digits, always UTC.
-	timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+	// timeLayout is RFC 3339 with nanoseconds, trailing zeros dropped; the
+	// time is always UTC. It is what time.Time.MarshalText writes for a UTC
+	// time, so the store can hash the same string into a snapshot id.
+	timeLayout = time.RFC3339Nano
 )
 
 // Encode lays out a record file: magic, body length, body, signature. The
