@@ -5,7 +5,7 @@ GO ?= go
 FUZZTIME ?= 5m
 BENCHFLAGS ?=
 
-.PHONY: help build test lint fuzz fuzz-ci bench image run test-vm clean
+.PHONY: help build test lint fuzz fuzz-ci bench demo image run test-vm clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -19,9 +19,9 @@ lint: ## check gofmt on tracked Go files, then go vet
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-test: lint ## lint, unit tests, race tests of vault/, then fuzz-ci
+test: lint ## lint, unit tests, race tests of vault/ (-short), then fuzz-ci
 	$(GO) test -count=1 ./...
-	$(GO) test -race -count=1 ./vault/...
+	$(GO) test -race -short -count=1 ./vault/...
 	@$(MAKE) --no-print-directory fuzz-ci
 
 fuzz-ci: ## run every Fuzz target for 10s
@@ -37,6 +37,9 @@ fuzz: ## run every Fuzz target for FUZZTIME (default 5m), one at a time
 
 bench: ## drawbridge against restic on generated data (BENCHFLAGS=-quick for a smoke run)
 	$(GO) run ./cmd/drawbridge-bench $(BENCHFLAGS)
+
+demo: ## hosted mode: a store in demo/, back up a demo tree, list, verify, restore
+	@bash .ci/demo
 
 image: ## build the appliance disk image
 	@echo "not built yet: see the appliance image issue"; exit 1

@@ -363,6 +363,11 @@ func (s *Store) indexUnknownPacks() (int, error) {
 		if known[id] {
 			continue
 		}
+		// A crash between a pack's rename and its seal leaves it complete
+		// but writable: seal it now (sealing twice is harmless).
+		if err := s.fs.Seal(id.Path()); err != nil {
+			s.log.Warn("cannot seal pack", "pack", id, "err", err)
+		}
 		b, err := s.readPack(id)
 		if err != nil {
 			s.log.Warn("cannot read pack", "pack", id, "err", err)
