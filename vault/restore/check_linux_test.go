@@ -94,7 +94,7 @@ func (c *checker) entry(e *tree.Entry, snap, disk string) {
 	if e.Kind != tree.Symlink && st.Mode&07777 != e.Mode {
 		t.Errorf("%q: mode %#o, want %#o", snap, st.Mode&07777, e.Mode)
 	}
-	if st.Mtim.Sec != e.MtimeSec || st.Mtim.Nsec != int64(e.MtimeNsec) {
+	if int64(st.Mtim.Sec) != e.MtimeSec || int64(st.Mtim.Nsec) != int64(e.MtimeNsec) {
 		t.Errorf("%q: mtime %d.%09d, want %d.%09d", snap, st.Mtim.Sec, st.Mtim.Nsec, e.MtimeSec, e.MtimeNsec)
 	}
 	if c.owners && (st.Uid != e.UID || st.Gid != e.GID) {
@@ -121,8 +121,8 @@ func (c *checker) entry(e *tree.Entry, snap, disk string) {
 			t.Errorf("%q: symlink to %q (%v), want %q", snap, got, err, e.Target)
 		}
 	case tree.CharDev, tree.BlockDev:
-		if unix.Major(st.Rdev) != e.Major || unix.Minor(st.Rdev) != e.Minor {
-			t.Errorf("%q: device %d:%d, want %d:%d", snap, unix.Major(st.Rdev), unix.Minor(st.Rdev), e.Major, e.Minor)
+		if unix.Major(uint64(st.Rdev)) != e.Major || unix.Minor(uint64(st.Rdev)) != e.Minor {
+			t.Errorf("%q: device %d:%d, want %d:%d", snap, unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)), e.Major, e.Minor)
 		}
 	}
 }

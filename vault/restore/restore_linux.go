@@ -101,6 +101,9 @@ func Restore(ctx context.Context, src Source, root tree.ID, subpath string, targ
 	} else {
 		err = r.walk(base, bad)
 	}
+	if err != nil {
+		r.cancel(err) // stop the workers too
+	}
 	close(r.jobs)
 	r.wg.Wait()
 	if err == nil {

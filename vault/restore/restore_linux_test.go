@@ -142,6 +142,43 @@ func TestRestoreNasty(t *testing.T) {
 	}
 }
 
+// A directory whose mode shuts its owner out gets that mode only at the end,
+// so that a later hardlink can still reach into it, even without root.
+func TestRestoreLockedDirectory(t *testing.T) {
+	s := newSource()
+	locked := s.dir(t, at(s.file(t, "f", 0o644, []byte("inside"), 6, 0), 1_600_000_000, 1))
+	inner := s.dir(t, at(s.file(t, "g", 0o644, []byte("g"), 1, 0), 1_600_000_000, 2))
+	root := s.dir(t,
+		at(dirEntry("locked", 0o000, locked), 1_600_000_001, 3),
+		at(dirEntry("nox", 0o600, s.dir(t, at(dirEntry("inner", 0o400, inner), 1_600_000_002, 4))), 1_600_000_003, 5),
+		tree.Entry{Name: "z1", Kind: tree.Hardlink, Target: "locked/f"},
+		tree.Entry{Name: "z2", Kind: tree.Hardlink, Target: "nox/inner/g"},
+	)
+	target := filepath.Join(tempDir(t), "target")
+	rep, err := restore.Restore(context.Background(), s, root, "", target, restore.Options{})
+	if err != nil || len(rep.Damaged) != 0 {
+		t.Fatal(err, rep)
+	}
+	for p, want := range map[string]os.FileMode{"locked": 0, "nox": 0o600} {
+		if fi, err := os.Lstat(filepath.Join(target, p)); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want mode %v", p, fi, err, want)
+		}
+		os.Chmod(filepath.Join(target, p), 0o700)
+	}
+	if fi, err := os.Lstat(filepath.Join(target, "nox/inner")); err != nil || fi.Mode().Perm() != 0o400 {
+		t.Errorf("nox/inner: %v %v", fi, err)
+	}
+	os.Chmod(filepath.Join(target, "nox/inner"), 0o700)
+	if ino(t, filepath.Join(target, "z1")) != ino(t, filepath.Join(target, "locked/f")) ||
+		ino(t, filepath.Join(target, "z2")) != ino(t, filepath.Join(target, "nox/inner/g")) {
+		t.Error("hardlinks into locked directories do not share the inode")
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(target, "nox"), &st); err != nil || st.Mtim.Sec != 1_600_000_003 {
+		t.Errorf("nox mtime %d: %v", st.Mtim.Sec, err)
+	}
+}
+
 func TestRestoreSubpath(t *testing.T) {
 	s := newSource()
 	root := nasty(t, s)
