@@ -676,3 +676,22 @@ func (g *gen) content() []byte {
 	}
 	return b
 }
+
+// BenchmarkRestore restores 64 files of 1 MiB in 64 KiB chunks.
+func BenchmarkRestore(b *testing.B) {
+	s := newSource()
+	var entries []tree.Entry
+	for i := range 64 {
+		entries = append(entries, s.file(b, fmt.Sprintf("f%02d", i), 0o644, randBytes(uint64(i), 1<<20), 64<<10, 0))
+	}
+	root := s.dir(b, entries...)
+	parent := b.TempDir()
+	b.SetBytes(64 << 20)
+	for i := 0; b.Loop(); i++ {
+		target := filepath.Join(parent, fmt.Sprint(i))
+		if _, err := restore.Restore(context.Background(), s, root, "", target, restore.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		os.RemoveAll(target)
+	}
+}
