@@ -11,7 +11,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -29,7 +32,38 @@ type Index struct {
 
 // Open opens (creating) the index in dir.
 func Open(dir string) (*Index, error) {
+	if err := dropEmptyLogs(dir); err != nil {
+		return nil, fmt.Errorf("open index: %w", err)
+	}
 	return open(badger.DefaultOptions(dir), 1<<10)
+}
+
+// dropEmptyLogs removes empty memtable (.mem) and value log (.vlog) files.
+// Badger creates one on every open and whenever a memtable fills, then sizes
+// it; a process killed in between leaves it empty. An empty one holds
+// nothing, yet badger refuses to open a directory that has one
+// (dgraph-io/badger#2207), which would stop every later command.
+func dropEmptyLogs(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if ext := filepath.Ext(e.Name()); !e.Type().IsRegular() || ext != ".mem" && ext != ".vlog" {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // OpenMemory opens an index that lives only in memory (tests).
