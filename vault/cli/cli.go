@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -30,6 +31,11 @@ func Main(ctx context.Context, argv []string, env Env) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
+	if env.Getenv("GOMEMLIMIT") == "" {
+		// The vault works in bounded memory: collect garbage before the heap
+		// outgrows this, instead of letting it double the live set.
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	err := run(ctx, argv, &env)
 	if err == nil {
 		return 0
@@ -49,6 +55,9 @@ func Main(ctx context.Context, argv []string, env Env) int {
 	fmt.Fprintf(env.Stderr, "drawbridge: %v\n", err)
 	return 1
 }
+
+// defaultMemoryLimit is the Go heap's soft limit (GOMEMLIMIT overrides it).
+const defaultMemoryLimit = 64 << 20
 
 // exitError carries an exit status with an optional message.
 type exitError struct {

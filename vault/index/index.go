@@ -84,7 +84,7 @@ func open(o badger.Options, valueThreshold int64) (*Index, error) {
 		WithNumVersionsToKeep(1).
 		WithNumGoroutines(2).
 		WithNumCompactors(2).
-		WithMemTableSize(8 << 20).
+		WithMemTableSize(4 << 20).
 		WithNumMemtables(2).
 		WithBaseTableSize(2 << 20).
 		WithBaseLevelSize(10 << 20).
@@ -92,10 +92,10 @@ func open(o badger.Options, valueThreshold int64) (*Index, error) {
 		WithNumLevelZeroTablesStall(8).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(64 << 20).
-		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(8 << 20).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
 		WithBloomFalsePositive(0.01).
-		WithCompactL0OnClose(true).
+		WithCompactL0OnClose(false).
 		WithLogger(logger{})
 	db, err := badger.Open(o)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"drawbridge/vault/chunk"
 	"drawbridge/vault/pack"
+	"drawbridge/vault/seal"
 	"drawbridge/vault/tree"
 )
 
@@ -76,6 +77,7 @@ type backup struct {
 	skipDir   string
 
 	chunkers sync.Pool
+	hashers  sync.Pool
 }
 
 // ValidSourceName says whether a source name is acceptable.
@@ -203,7 +205,7 @@ func (b *backup) storeVirtual(v *vdir, rel string) (tree.ID, error) {
 		c := v.children[n]
 		crel := rel + "/" + n
 		if c.full != "" {
-			e, ok, err := b.entry(c.full, crel)
+			e, _, ok, err := b.entry(c.full, crel)
 			if err != nil {
 				return tree.ID{}, err
 			}
@@ -246,88 +248,137 @@ func (b *backup) warn(path string, err error) {
 
 // entry captures one object at path and, for files and directories, stores
 // its content. ok is false when it was skipped.
-func (b *backup) entry(path, rel string) (tree.Entry, bool, error) {
+func (b *backup) entry(path, rel string) (tree.Entry, tree.Stat, bool, error) {
 	e, st, err := tree.Capture(path)
 	if err != nil {
 		b.warn(path, err)
-		return e, false, nil
+		return e, st, false, nil
 	}
 	switch e.Kind {
 	case tree.Dir:
 		if path == b.skipDir {
-			return e, false, nil
+			return e, st, false, nil
 		}
 		t, err := b.dirTree(path, rel)
 		if err != nil {
-			return e, false, err
+			return e, st, false, err
 		}
 		if e.Subtree, err = b.storeTree(t); err != nil {
-			return e, false, err
+			return e, st, false, err
 		}
 		b.prog.Dirs.Add(1)
 	case tree.File:
 		if st.Nlink > 1 {
-			key := [2]uint64{st.Dev, st.Ino}
-			b.mu.Lock()
-			first, seen := b.hardlinks[key]
-			if !seen {
-				b.hardlinks[key] = strings.TrimPrefix(rel, "/")
-			}
-			b.mu.Unlock()
-			if seen {
+			if first, seen := b.firstLink(st, rel); seen {
 				e = tree.Entry{Name: e.Name, Kind: tree.Hardlink, Mode: e.Mode, UID: e.UID, GID: e.GID,
 					User: e.User, Group: e.Group, MtimeSec: e.MtimeSec, MtimeNsec: e.MtimeNsec, Target: first}
 				b.prog.Files.Add(1)
-				return e, true, nil
+				return e, st, true, nil
 			}
 		}
 	default:
 		b.prog.Files.Add(1)
 	}
-	return e, true, nil
+	return e, st, true, nil
 }
 
-// dirTree builds the tree of one real directory, storing file contents in
-// the background and subdirectories depth first.
+// dirTree builds the tree of one real directory. Entries are captured (and
+// looked up in the file cache) in parallel; hard links and subdirectories are
+// then handled in name order, depth first, so the first name of an inode is
+// the earliest in that order; new file contents are read in the background.
 func (b *backup) dirTree(path, rel string) (*tree.Tree, error) {
 	ents, err := os.ReadDir(path)
 	if err != nil {
 		b.warn(path, err)
 		return &tree.Tree{}, nil
 	}
+	type slot struct {
+		e   tree.Entry
+		st  tree.Stat
+		err error
+		hit bool // content taken from the file cache
+	}
+	slots := make([]slot, len(ents))
+	capture := func(i int) {
+		sl := &slots[i]
+		p := filepath.Join(path, ents[i].Name())
+		sl.e, sl.st, sl.err = tree.Capture(p)
+		if sl.err == nil && sl.e.Kind == tree.File && sl.st.Nlink <= 1 {
+			sl.hit = b.fromCache(b.cacheKey(p), statOf(&sl.e, &sl.st), &sl.e)
+		}
+	}
+	b.parallel(len(ents), capture)
+
+	// Full capacity up front: file goroutines hold &t.Entries[i], so the
+	// slice must never be reallocated.
 	t := &tree.Tree{Entries: make([]tree.Entry, 0, len(ents))}
 	var wg sync.WaitGroup
 	var firstErr error
 	var errMu sync.Mutex
-	for _, de := range ents {
+	for i := range slots {
 		if err := b.in.ctx.Err(); err != nil {
+			wg.Wait()
 			return nil, b.in.cause()
 		}
-		cpath := filepath.Join(path, de.Name())
-		crel := rel + "/" + de.Name()
-		e, ok, err := b.entry(cpath, crel)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
+		sl := &slots[i]
+		cpath := filepath.Join(path, ents[i].Name())
+		crel := rel + "/" + ents[i].Name()
+		if sl.err != nil {
+			b.warn(cpath, sl.err)
 			continue
+		}
+		e := sl.e
+		switch e.Kind {
+		case tree.Dir:
+			if cpath == b.skipDir {
+				continue
+			}
+			sub, err := b.dirTree(cpath, crel)
+			if err != nil {
+				wg.Wait()
+				return nil, err
+			}
+			if e.Subtree, err = b.storeTree(sub); err != nil {
+				wg.Wait()
+				return nil, err
+			}
+			b.prog.Dirs.Add(1)
+			t.Entries = append(t.Entries, e)
+			continue
+		case tree.File:
+		default:
+			b.prog.Files.Add(1)
+			t.Entries = append(t.Entries, e)
+			continue
+		}
+		if sl.st.Nlink > 1 {
+			if first, seen := b.firstLink(sl.st, crel); seen {
+				b.prog.Files.Add(1)
+				t.Entries = append(t.Entries, tree.Entry{Name: e.Name, Kind: tree.Hardlink, Mode: e.Mode, UID: e.UID, GID: e.GID,
+					User: e.User, Group: e.Group, MtimeSec: e.MtimeSec, MtimeNsec: e.MtimeNsec, Target: first})
+				continue
+			}
+			sl.hit = b.fromCache(b.cacheKey(cpath), statOf(&e, &sl.st), &e)
 		}
 		t.Entries = append(t.Entries, e)
-		if e.Kind != tree.File {
+		if sl.hit {
+			// An unchanged file costs no open and no read.
+			b.prog.Files.Add(1)
+			b.prog.Bytes.Add(int64(e.Size))
 			continue
 		}
-		i := len(t.Entries) - 1
+		idx := len(t.Entries) - 1
 		select {
 		case b.fileSem <- struct{}{}:
 		case <-b.in.ctx.Done():
+			wg.Wait()
 			return nil, b.in.cause()
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-b.fileSem }()
-			err := b.file(cpath, &t.Entries[i])
-			if err != nil {
+			if err := b.file(cpath, &t.Entries[idx]); err != nil {
 				errMu.Lock()
 				if firstErr == nil {
 					firstErr = err
@@ -349,6 +400,51 @@ func (b *backup) dirTree(path, rel string) (*tree.Tree, error) {
 	}
 	t.Entries = kept
 	return t, nil
+}
+
+// firstLink records the first name of a multiply linked inode; for later
+// names it returns that first name.
+func (b *backup) firstLink(st tree.Stat, rel string) (string, bool) {
+	key := [2]uint64{st.Dev, st.Ino}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if first, seen := b.hardlinks[key]; seen {
+		return first, true
+	}
+	b.hardlinks[key] = strings.TrimPrefix(rel, "/")
+	return "", false
+}
+
+func statOf(e *tree.Entry, st *tree.Stat) fileStat {
+	return fileStat{size: e.Size, ino: st.Ino, dev: st.Dev,
+		mtime: e.MtimeSec*1e9 + int64(e.MtimeNsec), ctime: st.CtimeSec*1e9 + st.CtimeNsec}
+}
+
+// parallel runs fn(0..n-1) on the store's workers; small n runs inline.
+func (b *backup) parallel(n int, fn func(int)) {
+	w := b.s.workers
+	if n < 8 || w < 2 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for k := 0; k < w; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func (b *backup) storeTree(t *tree.Tree) (tree.ID, error) {
@@ -514,7 +610,12 @@ func (b *backup) getChunker(r io.Reader) *chunk.Chunker {
 // committed, so everything they name is durable.
 
 func (b *backup) cacheKey(path string) []byte {
-	k := b.s.keys.IDKey.Sum([]byte(b.source + "\x00" + path))
+	h, ok := b.hashers.Get().(*seal.IDHasher)
+	if !ok {
+		h = b.s.keys.IDKey.Hasher()
+	}
+	k := h.Sum([]byte(b.source + "\x00" + path))
+	b.hashers.Put(h)
 	return k[:]
 }
 
