@@ -35,7 +35,7 @@ func Open(dir string) (*Index, error) {
 	if err := dropEmptyLogs(dir); err != nil {
 		return nil, fmt.Errorf("open index: %w", err)
 	}
-	return open(badger.DefaultOptions(dir), 1<<10)
+	return open(badger.DefaultOptions(dir), 1<<10, 4<<20)
 }
 
 // dropEmptyLogs removes empty memtable (.mem) and value log (.vlog) files.
@@ -68,12 +68,14 @@ func dropEmptyLogs(dir string) error {
 
 // OpenMemory opens an index that lives only in memory (tests).
 func OpenMemory() (*Index, error) {
-	return open(badger.DefaultOptions("").WithInMemory(true), 1<<20)
+	return open(badger.DefaultOptions("").WithInMemory(true), 1<<20, 8<<20)
 }
 
 // open sets every option; valueThreshold is the size above which values go
 // to the value log (in memory there is none, so it must hold every value).
-func open(o badger.Options, valueThreshold int64) (*Index, error) {
+// Badger refuses a threshold above its largest write batch, 15% of
+// memTable.
+func open(o badger.Options, valueThreshold, memTable int64) (*Index, error) {
 	o = o.
 		WithSyncWrites(true). // an entry names a sealed pack only once it is durable
 		WithChecksumVerificationMode(options.OnTableAndBlockRead).
@@ -84,7 +86,7 @@ func open(o badger.Options, valueThreshold int64) (*Index, error) {
 		WithNumVersionsToKeep(1).
 		WithNumGoroutines(2).
 		WithNumCompactors(2).
-		WithMemTableSize(4 << 20).
+		WithMemTableSize(memTable).
 		WithNumMemtables(2).
 		WithBaseTableSize(2 << 20).
 		WithBaseLevelSize(10 << 20).
