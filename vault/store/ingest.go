@@ -269,11 +269,11 @@ func (w *worker) finish() error {
 func (in *ingest) close() error {
 	close(in.jobs)
 	in.wg.Wait()
+	// A cancel after the last blob still made workers discard their
+	// unsealed packs, so it fails the backup like any other.
+	err := in.cause()
 	in.cancel()
-	if in.err != nil {
-		return in.err
-	}
-	return nil
+	return err
 }
 
 // abort stops the workers and discards unfinished packs.
