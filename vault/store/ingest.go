@@ -28,6 +28,7 @@ type ingest struct {
 	used     map[pack.ID]struct{} // packs this snapshot references
 
 	errOnce sync.Once
+	errMu   sync.Mutex // guards err: fail runs while others read it
 	err     error
 	cancel  context.CancelFunc
 	ctx     context.Context
@@ -72,7 +73,9 @@ func (s *Store) newIngest(ctx context.Context) *ingest {
 
 func (in *ingest) fail(err error) {
 	in.errOnce.Do(func() {
+		in.errMu.Lock()
 		in.err = err
+		in.errMu.Unlock()
 		in.cancel()
 	})
 }
@@ -93,8 +96,11 @@ func (in *ingest) getBuf() ([]byte, error) {
 func (in *ingest) putBuf(b []byte) { in.bufs <- b[:0] }
 
 func (in *ingest) cause() error {
-	if in.err != nil {
-		return in.err
+	in.errMu.Lock()
+	err := in.err
+	in.errMu.Unlock()
+	if err != nil {
+		return err
 	}
 	return in.ctx.Err()
 }
