@@ -374,11 +374,14 @@ func (b *backup) dirTree(path, rel string) (*tree.Tree, error) {
 			wg.Wait()
 			return nil, b.in.cause()
 		}
+		// Taken here, not in the goroutine: this loop keeps appending to
+		// t.Entries (within its capacity, so the element stays put).
+		ep := &t.Entries[idx]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-b.fileSem }()
-			if err := b.file(cpath, &t.Entries[idx]); err != nil {
+			if err := b.file(cpath, ep); err != nil {
 				errMu.Lock()
 				if firstErr == nil {
 					firstErr = err
