@@ -59,8 +59,13 @@ func (s *Store) commit(b *backup, root [32]byte, paths []string, start time.Time
 	}
 	msg := fmt.Sprintf("snapshot %s of %s: %d files, %d bytes, %d new", snap.ID[:12], snap.Source, snap.Files, snap.Bytes, snap.NewBytes)
 	rec, err := s.jr.Append(s.keys.Identity, now, "snapshot", msg, snap)
-	if err != nil {
+	if err != nil && rec.Seq == 0 {
 		return nil, fmt.Errorf("commit snapshot: %w", err)
+	}
+	if err != nil {
+		// The record is durable, so the snapshot exists; only the journal
+		// head, a lower bound the next append rewrites, lags behind.
+		s.log.Warn("snapshot committed; journal head not updated", "snapshot", snap.ID[:12], "err", err)
 	}
 	snap.Seq = rec.Seq
 	if err := s.idx.PutFiles(b.cache); err != nil {
