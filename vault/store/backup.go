@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"drawbridge/vault/chunk"
 	"drawbridge/vault/pack"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/tree"
@@ -59,25 +57,14 @@ type Snapshot struct {
 // maxCachePending caps the file cache entries one backup collects.
 const maxCachePending = 1 << 20
 
+// backup walks local paths into a Writer.
 type backup struct {
-	s      *Store
-	in     *ingest
-	source string
-	opt    BackupOptions
-	prog   *Progress
+	*Writer
 
-	fileSem chan struct{} // files being read at once
-	files   sync.WaitGroup
-
-	mu        sync.Mutex
+	fileSem   chan struct{} // files being read at once
 	hardlinks map[[2]uint64]string
-	cache     map[string][]byte
-	knownPack map[pack.ID]bool
-	errors    atomic.Int64
 	skipDir   string
-
-	chunkers sync.Pool
-	hashers  sync.Pool
+	hashers   sync.Pool
 }
 
 // ValidSourceName says whether a source name is acceptable.
@@ -102,34 +89,24 @@ func (s *Store) Backup(ctx context.Context, source string, paths []string, opt B
 	if len(paths) == 0 {
 		return nil, errors.New("nothing to back up: no paths given")
 	}
-	start := s.now()
-	known, err := s.idx.Packs()
+	w, err := s.NewWriter(ctx, source, WriterOptions{Progress: opt.Progress, Warn: opt.Warn})
 	if err != nil {
 		return nil, err
 	}
 	b := &backup{
-		s: s, source: source, opt: opt, prog: opt.Progress,
+		Writer:    w,
 		fileSem:   make(chan struct{}, 2*s.workers),
 		hardlinks: map[[2]uint64]string{},
-		cache:     map[string][]byte{},
-		knownPack: known,
-	}
-	if b.prog == nil {
-		b.prog = &Progress{}
 	}
 	if abs, err := filepath.Abs(s.dir); err == nil && s.dir != "" {
 		b.skipDir = abs
 	}
-	b.in = s.newIngest(ctx)
 	root, absPaths, err := b.run(paths)
 	if err != nil {
-		b.in.abort()
+		w.Abort()
 		return nil, err
 	}
-	if err := b.in.close(); err != nil {
-		return nil, err
-	}
-	return s.commit(b, root, absPaths, start)
+	return w.Commit(root, absPaths)
 }
 
 // run walks every path and stores the root tree.
@@ -193,7 +170,7 @@ func (b *backup) storeVirtual(v *vdir, rel string) (tree.ID, error) {
 		if err != nil {
 			return tree.ID{}, err
 		}
-		return b.storeTree(t)
+		return b.Tree(t)
 	}
 	names := make([]string, 0, len(v.children))
 	for n := range v.children {
@@ -233,17 +210,7 @@ func (b *backup) storeVirtual(v *vdir, rel string) (tree.ID, error) {
 		b.prog.Dirs.Add(1)
 		t.Entries = append(t.Entries, e)
 	}
-	b.files.Wait()
-	return b.storeTree(t)
-}
-
-func (b *backup) warn(path string, err error) {
-	b.errors.Add(1)
-	if b.opt.Warn != nil {
-		b.opt.Warn(path, err)
-	} else {
-		b.s.log.Warn("skipped", "path", path, "err", err)
-	}
+	return b.Tree(t)
 }
 
 // entry captures one object at path and, for files and directories, stores
@@ -263,7 +230,7 @@ func (b *backup) entry(path, rel string) (tree.Entry, tree.Stat, bool, error) {
 		if err != nil {
 			return e, st, false, err
 		}
-		if e.Subtree, err = b.storeTree(t); err != nil {
+		if e.Subtree, err = b.Tree(t); err != nil {
 			return e, st, false, err
 		}
 		b.prog.Dirs.Add(1)
@@ -338,7 +305,7 @@ func (b *backup) dirTree(path, rel string) (*tree.Tree, error) {
 				wg.Wait()
 				return nil, err
 			}
-			if e.Subtree, err = b.storeTree(sub); err != nil {
+			if e.Subtree, err = b.Tree(sub); err != nil {
 				wg.Wait()
 				return nil, err
 			}
@@ -450,15 +417,6 @@ func (b *backup) parallel(n int, fn func(int)) {
 	wg.Wait()
 }
 
-func (b *backup) storeTree(t *tree.Tree) (tree.ID, error) {
-	data, err := t.Encode()
-	if err != nil {
-		return tree.ID{}, fmt.Errorf("encode tree: %w", err)
-	}
-	r, err := b.in.store(pack.Tree, data)
-	return r.ref.ID, err
-}
-
 // file stores one regular file's content into e. A file that cannot be
 // read is warned about and dropped (e.Kind = 0); only store errors fail.
 func (b *backup) file(path string, e *tree.Entry) error {
@@ -487,57 +445,23 @@ func (b *backup) file(path string, e *tree.Entry) error {
 		b.prog.Bytes.Add(int64(e.Size))
 		return nil
 	}
-	c := b.getChunker(f)
-	defer b.chunkers.Put(c)
-	fc := &fileContent{b: b, packs: map[pack.ID]struct{}{}}
-	var total uint64
-	for {
-		buf, err := b.in.getBuf()
-		if err != nil {
-			return err
-		}
-		data, err := c.Next(buf)
-		if err == io.EOF {
-			b.in.putBuf(buf)
-			break
-		}
-		if err != nil {
-			b.in.putBuf(buf)
-			fc.drain()
-			b.warn(path, err)
-			e.Kind = 0
-			return nil
-		}
-		total += uint64(len(data))
-		b.prog.Bytes.Add(int64(len(data)))
-		ch, err := b.in.submit(pack.Data, data, true)
-		if err != nil {
-			return err
-		}
-		if err := fc.push(ch); err != nil {
-			return err
-		}
+	packs, err := b.content(f, e)
+	if errors.Is(err, errRead) {
+		b.warn(path, err)
+		e.Kind = 0
+		return nil
 	}
-	if err := fc.flush(); err != nil {
+	if err != nil {
 		return err
 	}
-	e.Size = total
-	if len(fc.lists) > 0 {
-		if err := fc.storeList(); err != nil {
-			return err
-		}
-		e.Layout, e.Lists, e.Chunks = tree.LayoutIndirect, fc.lists, nil
-	} else {
-		e.Layout, e.Chunks = tree.LayoutInline, fc.refs
-	}
-	b.remember(key, st, e, fc.packs)
+	b.remember(key, st, e, packs)
 	return nil
 }
 
 // fileContent collects a file's chunk references in order, turning every
 // MaxListRefs of them into a list blob so memory stays bounded.
 type fileContent struct {
-	b       *backup
+	w       *Writer
 	pending []chan blobResult
 	refs    []tree.ChunkRef
 	lists   []tree.ID
@@ -556,7 +480,7 @@ func (fc *fileContent) push(ch chan blobResult) error {
 
 func (fc *fileContent) take(n int) error {
 	for _, ch := range fc.pending[:n] {
-		r, err := fc.b.in.wait(ch)
+		r, err := fc.w.in.wait(ch)
 		if err != nil {
 			return err
 		}
@@ -576,7 +500,7 @@ func (fc *fileContent) flush() error { return fc.take(len(fc.pending)) }
 
 func (fc *fileContent) drain() {
 	for _, ch := range fc.pending {
-		fc.b.in.wait(ch)
+		fc.w.in.wait(ch)
 	}
 	fc.pending = nil
 }
@@ -589,7 +513,7 @@ func (fc *fileContent) storeList() error {
 	if err != nil {
 		return err
 	}
-	r, err := fc.b.in.store(pack.List, data)
+	r, err := fc.w.in.store(pack.List, data)
 	if err != nil {
 		return err
 	}
@@ -597,14 +521,6 @@ func (fc *fileContent) storeList() error {
 	fc.lists = append(fc.lists, r.ref.ID)
 	fc.refs = fc.refs[:0]
 	return nil
-}
-
-func (b *backup) getChunker(r io.Reader) *chunk.Chunker {
-	if c, ok := b.chunkers.Get().(*chunk.Chunker); ok {
-		c.Reset(r)
-		return c
-	}
-	return chunk.New(r, b.in.chunkParams())
 }
 
 // The file cache lets a backup skip reading a file whose size, mtime,
@@ -627,8 +543,8 @@ type fileStat struct {
 	mtime, ctime   int64
 }
 
-func (b *backup) fromCache(key []byte, st fileStat, e *tree.Entry) bool {
-	v, err := b.s.idx.GetFile(key)
+func (w *Writer) fromCache(key []byte, st fileStat, e *tree.Entry) bool {
+	v, err := w.s.idx.GetFile(key)
 	if err != nil || v == nil {
 		return false
 	}
@@ -637,12 +553,12 @@ func (b *backup) fromCache(key []byte, st fileStat, e *tree.Entry) bool {
 		return false
 	}
 	for _, p := range c.packs {
-		if !b.knownPack[p] {
+		if !w.knownPack[p] {
 			return false
 		}
 	}
 	for _, p := range c.packs {
-		b.in.use(p)
+		w.in.use(p)
 	}
 	if c.layout == tree.LayoutIndirect {
 		e.Layout, e.Lists = tree.LayoutIndirect, c.ids
@@ -657,7 +573,7 @@ func (b *backup) fromCache(key []byte, st fileStat, e *tree.Entry) bool {
 	return true
 }
 
-func (b *backup) remember(key []byte, st fileStat, e *tree.Entry, packs map[pack.ID]struct{}) {
+func (w *Writer) remember(key []byte, st fileStat, e *tree.Entry, packs map[pack.ID]struct{}) {
 	c := cacheEntry{st: st, layout: e.Layout}
 	if e.Layout == tree.LayoutIndirect {
 		c.ids = e.Lists
@@ -671,10 +587,10 @@ func (b *backup) remember(key []byte, st fileStat, e *tree.Entry, packs map[pack
 		c.packs = append(c.packs, p)
 	}
 	v := c.encode()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.cache) < maxCachePending {
-		b.cache[string(key)] = v
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.cache) < maxCachePending {
+		w.cache[string(key)] = v
 	}
 }
 

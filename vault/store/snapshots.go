@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	"drawbridge/vault/journal"
 	"drawbridge/vault/pack"
@@ -17,7 +16,8 @@ import (
 
 // commit writes the snapshot's reference list and then its journal record:
 // the moment that record is durable the snapshot exists.
-func (s *Store) commit(b *backup, root [32]byte, paths []string, start time.Time) (*Snapshot, error) {
+func (w *Writer) commit(root [32]byte, paths []string) (*Snapshot, error) {
+	s, b, start := w.s, w, w.start
 	now := s.now()
 	if now.Before(start) {
 		now = start
