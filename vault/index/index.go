@@ -217,10 +217,31 @@ func (x *Index) Blobs(fn func(pack.Entry) error) error {
 }
 
 // GetFile returns a file cache entry, or nil.
-func (x *Index) GetFile(key []byte) ([]byte, error) {
+func (x *Index) GetFile(key []byte) ([]byte, error) { return x.get('f', key) }
+
+// PutFiles stores file cache entries in one batch.
+func (x *Index) PutFiles(entries map[string][]byte) error { return x.putAll('f', entries) }
+
+type logger struct{}
+
+func (logger) Errorf(f string, a ...any)   { slog.Error(fmt.Sprintf("index: "+f, a...)) }
+func (logger) Warningf(f string, a ...any) { slog.Debug(fmt.Sprintf("index: "+f, a...)) }
+func (logger) Infof(string, ...any)        {}
+func (logger) Debugf(string, ...any)       {}
+
+// DropAll empties the index.
+func (x *Index) DropAll() error { return x.db.DropAll() }
+
+// GetSourceChunk returns what a source's chunk hash maps to, or nil.
+func (x *Index) GetSourceChunk(key []byte) ([]byte, error) { return x.get('s', key) }
+
+// PutSourceChunks stores source chunk map entries in one batch.
+func (x *Index) PutSourceChunks(entries map[string][]byte) error { return x.putAll('s', entries) }
+
+func (x *Index) get(prefix byte, key []byte) ([]byte, error) {
 	var out []byte
 	err := x.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(append([]byte{'f'}, key...))
+		it, err := txn.Get(append([]byte{prefix}, key...))
 		if err != nil {
 			return err
 		}
@@ -233,24 +254,16 @@ func (x *Index) GetFile(key []byte) ([]byte, error) {
 	return out, err
 }
 
-// PutFiles stores file cache entries in one batch.
-func (x *Index) PutFiles(entries map[string][]byte) error {
+func (x *Index) putAll(prefix byte, entries map[string][]byte) error {
+	if len(entries) == 0 {
+		return nil
+	}
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
 	for k, v := range entries {
-		if err := wb.Set(append([]byte{'f'}, k...), v); err != nil {
-			return fmt.Errorf("index file cache: %w", err)
+		if err := wb.Set(append([]byte{prefix}, k...), v); err != nil {
+			return fmt.Errorf("index: %w", err)
 		}
 	}
 	return wb.Flush()
 }
-
-type logger struct{}
-
-func (logger) Errorf(f string, a ...any)   { slog.Error(fmt.Sprintf("index: "+f, a...)) }
-func (logger) Warningf(f string, a ...any) { slog.Debug(fmt.Sprintf("index: "+f, a...)) }
-func (logger) Infof(string, ...any)        {}
-func (logger) Debugf(string, ...any)       {}
-
-// DropAll empties the index.
-func (x *Index) DropAll() error { return x.db.DropAll() }

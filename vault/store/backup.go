@@ -64,7 +64,6 @@ type backup struct {
 	fileSem   chan struct{} // files being read at once
 	hardlinks map[[2]uint64]string
 	skipDir   string
-	hashers   sync.Pool
 }
 
 // ValidSourceName says whether a source name is acceptable.
@@ -385,8 +384,8 @@ func (b *backup) firstLink(st tree.Stat, rel string) (string, bool) {
 	return "", false
 }
 
-func statOf(e *tree.Entry, st *tree.Stat) fileStat {
-	return fileStat{size: e.Size, ino: st.Ino, dev: st.Dev,
+func statOf(e *tree.Entry, st *tree.Stat) FileStat {
+	return FileStat{size: e.Size, ino: st.Ino, dev: st.Dev,
 		mtime: e.MtimeSec*1e9 + int64(e.MtimeNsec), ctime: st.CtimeSec*1e9 + st.CtimeNsec}
 }
 
@@ -528,22 +527,29 @@ func (fc *fileContent) storeList() error {
 // Entries are written only after the snapshot that stored the file is
 // committed, so everything they name is durable.
 
-func (b *backup) cacheKey(path string) []byte {
-	h, ok := b.hashers.Get().(*seal.IDHasher)
+func (w *Writer) cacheKey(path string) []byte {
+	h, ok := w.hashers.Get().(*seal.IDHasher)
 	if !ok {
-		h = b.s.keys.IDKey.Hasher()
+		h = w.s.keys.IDKey.Hasher()
 	}
-	k := h.Sum([]byte(b.source + "\x00" + path))
-	b.hashers.Put(h)
+	k := h.Sum([]byte(w.source + "\x00" + path))
+	w.hashers.Put(h)
 	return k[:]
 }
 
-type fileStat struct {
+// FileStat is what tells that a file is unchanged since the source last
+// stored it: size, inode, device, and mtime and ctime in nanoseconds.
+type FileStat struct {
 	size, ino, dev uint64
 	mtime, ctime   int64
 }
 
-func (w *Writer) fromCache(key []byte, st fileStat, e *tree.Entry) bool {
+// NewFileStat builds a FileStat.
+func NewFileStat(size, ino, dev uint64, mtimeNs, ctimeNs int64) FileStat {
+	return FileStat{size: size, ino: ino, dev: dev, mtime: mtimeNs, ctime: ctimeNs}
+}
+
+func (w *Writer) fromCache(key []byte, st FileStat, e *tree.Entry) bool {
 	v, err := w.s.idx.GetFile(key)
 	if err != nil || v == nil {
 		return false
@@ -573,7 +579,7 @@ func (w *Writer) fromCache(key []byte, st fileStat, e *tree.Entry) bool {
 	return true
 }
 
-func (w *Writer) remember(key []byte, st fileStat, e *tree.Entry, packs map[pack.ID]struct{}) {
+func (w *Writer) remember(key []byte, st FileStat, e *tree.Entry, packs map[pack.ID]struct{}) {
 	c := cacheEntry{st: st, layout: e.Layout}
 	if e.Layout == tree.LayoutIndirect {
 		c.ids = e.Lists
@@ -595,7 +601,7 @@ func (w *Writer) remember(key []byte, st fileStat, e *tree.Entry, packs map[pack
 }
 
 type cacheEntry struct {
-	st     fileStat
+	st     FileStat
 	layout uint8
 	ids    []tree.ID
 	lens   []uint64 // inline layout only
@@ -682,16 +688,16 @@ func decodeCacheEntry(b []byte) (c cacheEntry, ok bool) {
 }
 
 // fileKeys is how file identity is read from an open file.
-func fstat(f *os.File) (os.FileInfo, fileStat, error) {
+func fstat(f *os.File) (os.FileInfo, FileStat, error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fileStat{}, err
+		return nil, FileStat{}, err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return fi, fileStat{size: uint64(fi.Size())}, nil
+		return fi, FileStat{size: uint64(fi.Size())}, nil
 	}
-	return fi, fileStat{size: uint64(st.Size), ino: st.Ino, dev: st.Dev,
+	return fi, FileStat{size: uint64(st.Size), ino: st.Ino, dev: st.Dev,
 		mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec, ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec}, nil
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -36,9 +37,11 @@ type Writer struct {
 
 	mu        sync.Mutex
 	cache     map[string][]byte
+	srcChunks map[string][]byte
 	knownPack map[pack.ID]bool
 	errors    atomic.Int64
 	chunkers  sync.Pool
+	hashers   sync.Pool
 	finished  bool
 }
 
@@ -52,7 +55,7 @@ func (s *Store) NewWriter(ctx context.Context, source string, o WriterOptions) (
 		return nil, err
 	}
 	w := &Writer{s: s, source: source, start: s.now(), prog: o.Progress, warnFn: o.Warn,
-		cache: map[string][]byte{}, knownPack: known}
+		cache: map[string][]byte{}, srcChunks: map[string][]byte{}, knownPack: known}
 	if w.prog == nil {
 		w.prog = &Progress{}
 	}
@@ -199,4 +202,77 @@ func (w *Writer) Abort() {
 	}
 	w.finished = true
 	w.in.abort()
+}
+
+// ChunkIn stores one data chunk and also returns the pack holding it.
+func (w *Writer) ChunkIn(data []byte) (tree.ChunkRef, pack.ID, error) {
+	r, err := w.in.store(pack.Data, data)
+	return r.ref, r.pack, err
+}
+
+// Locate reports whether a blob is already stored and in which pack; when
+// it is, the snapshot is recorded as referencing that pack.
+func (w *Writer) Locate(id [32]byte) (pack.ID, bool, error) {
+	p, ok, err := w.in.locate(id)
+	if ok {
+		w.in.use(p)
+	}
+	return p, ok, err
+}
+
+// CachedFile fills e from the file cache when this source stored the file
+// at path with exactly st before; it reports whether it did.
+func (w *Writer) CachedFile(path string, st FileStat, e *tree.Entry) bool {
+	return w.fromCache(w.cacheKey(path), st, e)
+}
+
+// RememberFile records a file's content for the file cache, written when
+// the snapshot commits.
+func (w *Writer) RememberFile(path string, st FileStat, e *tree.Entry, packs []pack.ID) {
+	m := make(map[pack.ID]struct{}, len(packs))
+	for _, p := range packs {
+		m[p] = struct{}{}
+	}
+	w.remember(w.cacheKey(path), st, e, m)
+}
+
+// SourceChunk answers "do I have the chunk this source calls h?" from this
+// source's earlier snapshots only: a source learns nothing about what
+// other sources stored. It returns the chunk's reference and pack.
+func (w *Writer) SourceChunk(h [32]byte) (tree.ChunkRef, pack.ID, bool, error) {
+	v, err := w.s.idx.GetSourceChunk(w.sourceKey(h))
+	if err != nil || v == nil {
+		return tree.ChunkRef{}, pack.ID{}, false, err
+	}
+	if len(v) < 33 {
+		return tree.ChunkRef{}, pack.ID{}, false, nil
+	}
+	var ref tree.ChunkRef
+	copy(ref.ID[:], v)
+	n, k := binary.Uvarint(v[32:])
+	if k <= 0 || n == 0 {
+		return tree.ChunkRef{}, pack.ID{}, false, nil
+	}
+	ref.Length = n
+	p, ok, err := w.Locate(ref.ID)
+	if err != nil || !ok {
+		return tree.ChunkRef{}, pack.ID{}, false, err
+	}
+	return ref, p, true, nil
+}
+
+// RememberSourceChunk records that this source's chunk h is ref, written
+// when the snapshot commits.
+func (w *Writer) RememberSourceChunk(h [32]byte, ref tree.ChunkRef) {
+	v := binary.AppendUvarint(append(make([]byte, 0, 42), ref.ID[:]...), ref.Length)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.srcChunks) < maxCachePending {
+		w.srcChunks[string(w.sourceKey(h))] = v
+	}
+}
+
+func (w *Writer) sourceKey(h [32]byte) []byte {
+	k := w.s.keys.IDKey.Sum([]byte("source\x00" + w.source))
+	return append(k[:16:16], h[:]...)
 }
