@@ -51,6 +51,9 @@ type Snapshot struct {
 	Seconds     float64   `json:"seconds"`
 	Refs        string    `json:"refs"` // H(refs file)
 	Status      string    `json:"status"`
+	Kind        string    `json:"kind,omitempty"`     // how it was taken: local, agent, sftp, exec
+	Host        string    `json:"host,omitempty"`     // the source host it was pulled from
+	HostKey     string    `json:"host_key,omitempty"` // SHA256 fingerprint of the host key the pull was made under
 	Seq         uint64    `json:"seq,omitempty"`
 }
 

@@ -48,6 +48,12 @@ func (w *Writer) commit(root [32]byte, paths []string) (*Snapshot, error) {
 		Errors:      b.errors.Load(),
 		Seconds:     now.Sub(start).Seconds(),
 		Status:      "ok",
+		Kind:        b.origin.Kind,
+		Host:        b.origin.Host,
+		HostKey:     b.origin.HostKey,
+	}
+	if snap.Kind == "" {
+		snap.Kind = "local"
 	}
 	if snap.Errors > 0 {
 		snap.Status = "partial"

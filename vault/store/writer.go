@@ -43,6 +43,13 @@ type Writer struct {
 	chunkers  sync.Pool
 	hashers   sync.Pool
 	finished  bool
+	origin    Snapshot // Kind, Host and HostKey for the record
+}
+
+// SetOrigin says how the snapshot was taken, for its journal record: kind
+// (agent, sftp, exec), host, and the host key's fingerprint.
+func (w *Writer) SetOrigin(kind, host, hostKey string) {
+	w.origin.Kind, w.origin.Host, w.origin.HostKey = kind, host, hostKey
 }
 
 // NewWriter starts a snapshot of source.
