@@ -195,6 +195,12 @@ func (p *Pair) IP(ns string, args ...string) string {
 	return out
 }
 
+// Exec runs a command inside namespace ns (`ip netns exec`) and returns
+// its combined output.
+func (p *Pair) Exec(ns string, name string, args ...string) (string, error) {
+	return ip(append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
 // AddCard adds a second network card to the vault namespace, up with
 // addr: a veth pair with both ends in the vault namespace, named name and
 // name+"p" (kernels without the dummy driver have veth).
