@@ -159,12 +159,20 @@ func (c *call) storeDir() (string, error) {
 	return dir, nil
 }
 
-func (c *call) open() (*store.Store, error) {
+func (c *call) open() (*store.Store, error) { return c.openWith(store.Options{}) }
+
+// openJournal opens the store for reading its journal only: it works while
+// the daemon holds the store.
+func (c *call) openJournal() (*store.Store, error) {
+	return c.openWith(store.Options{JournalOnly: true})
+}
+
+func (c *call) openWith(o store.Options) (*store.Store, error) {
 	dir, err := c.storeDir()
 	if err != nil {
 		return nil, err
 	}
-	s, err := store.Open(dir, store.Options{})
+	s, err := store.Open(dir, o)
 	if err != nil {
 		return nil, err
 	}

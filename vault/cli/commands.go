@@ -156,7 +156,7 @@ func cmdSnapshots(_ context.Context, c *call) error {
 	if len(c.args.pos) > 0 {
 		return usagef("snapshots takes no arguments")
 	}
-	s, err := c.open()
+	s, err := c.openJournal()
 	if err != nil {
 		return err
 	}
@@ -461,7 +461,7 @@ func cmdJournal(_ context.Context, c *call) error {
 	if len(c.args.pos) > 0 {
 		return usagef("journal takes no arguments")
 	}
-	s, err := c.open()
+	s, err := c.openJournal()
 	if err != nil {
 		return err
 	}

@@ -73,6 +73,10 @@ type Options struct {
 	Workers int
 	// Log receives diagnostics; nil means slog.Default().
 	Log *slog.Logger
+	// JournalOnly opens just enough to read the journal and the snapshot
+	// list: no lock, no index, nothing written. It works while another
+	// process (the daemon) holds the store.
+	JournalOnly bool
 }
 
 // Store is an open store.
@@ -198,8 +202,10 @@ func Open(dir string, o Options) (*Store, error) {
 		if fsys, err = vfs.OS(dir); err != nil {
 			return nil, err
 		}
-		if s.lock, err = lockDir(dir); err != nil {
-			return nil, err
+		if !o.JournalOnly {
+			if s.lock, err = lockDir(dir); err != nil {
+				return nil, err
+			}
 		}
 	}
 	s.fs = fsys
@@ -208,6 +214,12 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, err
 	}
 	var err error
+	if o.JournalOnly {
+		if s.jr, err = journal.Open(fsys, s.keys.Identity.Public()); err != nil {
+			return nil, fmt.Errorf("open journal: %w", err)
+		}
+		return s, nil
+	}
 	if o.MemoryIndex || o.FS != nil {
 		s.idx, err = index.OpenMemory()
 	} else {

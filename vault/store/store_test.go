@@ -78,3 +78,22 @@ func TestBackupVerifyAndDedup(t *testing.T) {
 	}
 	_ = time.Now
 }
+
+func TestJournalOnlyWhileHeld(t *testing.T) {
+	s, dir := newStore(t)
+	src := filepath.Join(t.TempDir(), "src")
+	fixture.Random(src, 3)
+	sn := mustBackup(t, s, "held", src)
+	if _, err := Open(dir, Options{}); err != ErrBusy {
+		t.Fatalf("second writer: got %v, want ErrBusy", err)
+	}
+	r, err := Open(dir, Options{JournalOnly: true})
+	if err != nil {
+		t.Fatalf("journal-only open while the store is held: %v", err)
+	}
+	defer r.Close()
+	snaps, err := r.Snapshots()
+	if err != nil || len(snaps) != 1 || snaps[0].ID != sn.ID {
+		t.Fatalf("snapshots: %v %v", snaps, err)
+	}
+}

@@ -70,6 +70,10 @@ func (s *Store) NewWriter(ctx context.Context, source string, o WriterOptions) (
 	return w, nil
 }
 
+// ChunkParams returns the store's chunker parameters, which a source that
+// cuts chunks itself (the agent) must use.
+func (w *Writer) ChunkParams() chunk.Params { return w.in.chunkParams() }
+
 // Progress returns the writer's counters.
 func (w *Writer) Progress() *Progress { return w.prog }
 
@@ -202,13 +206,40 @@ func (w *Writer) Commit(root tree.ID, paths []string) (*Snapshot, error) {
 	return w.commit(root, paths)
 }
 
-// Abort stops the writer without a snapshot.
+// Abort stops the writer without a snapshot. The source chunk map keeps
+// the chunks this source sent that reached sealed packs: a pull cut off
+// half-way resumes without transferring them again, and the source learns
+// nothing from that but what it sent itself.
 func (w *Writer) Abort() {
 	if w.finished {
 		return
 	}
 	w.finished = true
 	w.in.abort()
+	w.keepSourceChunks()
+}
+
+// keepSourceChunks writes the source chunk map entries whose chunks are
+// indexed, that is, in sealed packs.
+func (w *Writer) keepSourceChunks() {
+	w.mu.Lock()
+	m := w.srcChunks
+	w.srcChunks = map[string][]byte{}
+	w.mu.Unlock()
+	kept := make(map[string][]byte, len(m))
+	for k, v := range m {
+		var id [32]byte
+		copy(id[:], v)
+		if _, err := w.s.idx.Lookup(id); err == nil {
+			kept[k] = v
+		}
+	}
+	if len(kept) == 0 {
+		return
+	}
+	if err := w.s.idx.PutSourceChunks(kept); err != nil {
+		w.s.log.Warn("source chunk map not updated; the next pull transfers more", "err", err)
+	}
 }
 
 // ChunkIn stores one data chunk and also returns the pack holding it.
@@ -225,6 +256,17 @@ func (w *Writer) Locate(id [32]byte) (pack.ID, bool, error) {
 		w.in.use(p)
 	}
 	return p, ok, err
+}
+
+// List stores a chunk list blob of refs (1..tree.MaxListRefs of them), for
+// a file of more than tree.MaxListRefs chunks, and returns its id and pack.
+func (w *Writer) List(refs []tree.ChunkRef) (tree.ID, pack.ID, error) {
+	data, err := tree.EncodeList(refs)
+	if err != nil {
+		return tree.ID{}, pack.ID{}, err
+	}
+	r, err := w.in.store(pack.List, data)
+	return r.ref.ID, r.pack, err
 }
 
 // CachedFile fills e from the file cache when this source stored the file
@@ -244,8 +286,8 @@ func (w *Writer) RememberFile(path string, st FileStat, e *tree.Entry, packs []p
 }
 
 // SourceChunk answers "do I have the chunk this source calls h?" from this
-// source's earlier snapshots only: a source learns nothing about what
-// other sources stored. It returns the chunk's reference and pack.
+// source's earlier snapshots (and pulls cut off half-way) only: a source
+// learns nothing about what other sources stored. It returns the chunk's reference and pack.
 func (w *Writer) SourceChunk(h [32]byte) (tree.ChunkRef, pack.ID, bool, error) {
 	v, err := w.s.idx.GetSourceChunk(w.sourceKey(h))
 	if err != nil || v == nil {
