@@ -93,6 +93,8 @@ func init() {
 		{"verify", "check packs, journal and index [--deep: decrypt and re-hash everything]", nil, []string{"deep"}, cmdVerify},
 		{"journal", "print the journal", nil, nil, cmdJournal},
 		{"index", "index rebuild: rebuild the index from the packs", nil, nil, cmdIndex},
+		{"pull", "pull the configured sources now: --config FILE [--source NAME]", []string{"config", "source"}, nil, cmdPull},
+		{"authorized-key", "print each source's authorized_keys line: --config FILE [--source NAME]", []string{"config", "source"}, nil, cmdAuthorizedKey},
 		{"help", "show this help", nil, nil, cmdHelp},
 	}
 }
@@ -125,7 +127,7 @@ func run(ctx context.Context, argv []string, env *Env) error {
 		return c.run(ctx, &call{env: env, args: a})
 	}
 	switch name {
-	case "pull", "run", "console", "export":
+	case "run", "console", "export":
 		return fmt.Errorf("'%s' is not available in this version of drawbridge", name)
 	}
 	return usagef("unknown command %q", name)
