@@ -1,0 +1,258 @@
+package boot
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"drawbridge/boot/blockdev"
+	"drawbridge/boot/kmod"
+)
+
+// Linux returns the running kernel and its devices. reaper starts (and is
+// the only one to reap) child processes.
+func Linux(reaper *Reaper) Hardware {
+	return Hardware{
+		Mounts:       linuxMounts{},
+		Modules:      linuxModules{release: release()},
+		Random:       &linuxRandom{},
+		RTC:          linuxRTC{},
+		Clock:        time.Now,
+		Sys:          os.DirFS("/sys"),
+		Disks:        blockdev.DevDir("/dev"),
+		Watchdog:     openWatchdog,
+		PowerButtons: openPowerButtons,
+		Procs:        reaper,
+		Power:        linuxPower{},
+		Stat:         os.Stat,
+	}
+}
+
+func release() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+type linuxMounts struct{}
+
+func (linuxMounts) Mount(source, target, fstype string, flags uintptr, data string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	err := unix.Mount(source, target, fstype, flags, data)
+	if errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	return err
+}
+
+func (linuxMounts) Unmount(target string) error { return unix.Unmount(target, 0) }
+
+func (linuxMounts) RemountReadOnly(target string) error {
+	return unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
+}
+
+func (linuxMounts) Mounts() ([]Mount, error) {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return parseMounts(f)
+}
+
+// parseMounts reads /proc/self/mounts (fstab format, octal escapes).
+func parseMounts(r io.Reader) ([]Mount, error) {
+	var ms []Mount
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 3 {
+			continue
+		}
+		ms = append(ms, Mount{Source: unescapeMount(f[0]), Target: unescapeMount(f[1]), FSType: f[2]})
+	}
+	return ms, sc.Err()
+}
+
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var c byte
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
+				b.WriteByte(c)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+type linuxModules struct{ release string }
+
+func (m linuxModules) Release() string { return m.release }
+
+func (m linuxModules) Dir() (fs.FS, error) {
+	dir := filepath.Join(ModulesDir, m.release)
+	if _, err := os.Stat(dir); err != nil {
+		return nil, err
+	}
+	return os.DirFS(dir), nil
+}
+
+func (m linuxModules) Load(file string) error {
+	return kmod.Kernel{Dir: filepath.Join(ModulesDir, m.release)}.Load(file)
+}
+
+// linuxRandom polls getrandom(2) without blocking. The first poll also
+// starts one blocking getrandom in the background: on kernels since 5.4 a
+// reader blocked on an uninitialized pool makes the kernel gather entropy
+// from CPU timing jitter, which initializes it within a second or so even
+// on a machine with no hardware random source and few interrupts.
+type linuxRandom struct{ once sync.Once }
+
+func (r *linuxRandom) Ready() (bool, error) {
+	r.once.Do(func() {
+		go func() {
+			var b [1]byte
+			unix.Getrandom(b[:], 0)
+		}()
+	})
+	var b [1]byte
+	_, err := unix.Getrandom(b[:], unix.GRND_NONBLOCK)
+	if errors.Is(err, unix.EAGAIN) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+type linuxRTC struct{}
+
+func (linuxRTC) Read() (time.Time, error) {
+	f, err := os.Open("/dev/rtc0")
+	if err != nil {
+		return readSysRTC()
+	}
+	defer f.Close()
+	t, err := unix.IoctlGetRTCTime(int(f.Fd()))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("RTC_RD_TIME on /dev/rtc0: %w", err)
+	}
+	return time.Date(int(t.Year)+1900, time.Month(t.Mon+1), int(t.Mday), int(t.Hour), int(t.Min), int(t.Sec), 0, time.UTC), nil
+}
+
+// readSysRTC reads the RTC through sysfs when there is no /dev/rtc0 node.
+func readSysRTC() (time.Time, error) {
+	d, err := os.ReadFile("/sys/class/rtc/rtc0/date")
+	if err != nil {
+		return time.Time{}, fmt.Errorf("no /dev/rtc0 and no /sys/class/rtc/rtc0: %w", err)
+	}
+	t, err := os.ReadFile("/sys/class/rtc/rtc0/time")
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Parse("2006-01-02 15:04:05", strings.TrimSpace(string(d))+" "+strings.TrimSpace(string(t)))
+}
+
+// Watchdog ioctls (<linux/watchdog.h>).
+const (
+	wdiocGetTimeout = 0x80045707 // _IOR('W', 7, int)
+)
+
+type linuxWatchdog struct {
+	f        *os.File
+	identity string
+}
+
+func openWatchdog() (Watchdog, error) {
+	f, err := os.OpenFile("/dev/watchdog", os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	id := "/dev/watchdog"
+	if b, err := os.ReadFile("/sys/class/watchdog/watchdog0/identity"); err == nil {
+		id = strings.TrimSpace(string(b))
+	}
+	return &linuxWatchdog{f: f, identity: id}, nil
+}
+
+func (w *linuxWatchdog) Identity() string { return w.identity }
+
+func (w *linuxWatchdog) Timeout() (time.Duration, error) {
+	var secs int32
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, w.f.Fd(), wdiocGetTimeout, uintptr(unsafe.Pointer(&secs))); errno != 0 {
+		return 0, errno
+	}
+	return time.Duration(secs) * time.Second, nil
+}
+
+func (w *linuxWatchdog) Pet() error {
+	_, err := w.f.Write([]byte{0})
+	return err
+}
+
+// Disarm writes the magic 'V' before closing: the driver then stops the
+// timer instead of letting it fire.
+func (w *linuxWatchdog) Disarm() error {
+	_, err := w.f.Write([]byte("V"))
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// openPowerButtons opens the evdev nodes of the input devices that have a
+// power key: the ACPI power button, and keyboards that have one.
+func openPowerButtons() ([]io.ReadCloser, error) {
+	entries, err := os.ReadDir("/sys/class/input")
+	if err != nil {
+		return nil, err
+	}
+	var devs []io.ReadCloser
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "event") {
+			continue
+		}
+		caps, err := os.ReadFile(filepath.Join("/sys/class/input", e.Name(), "device/capabilities/key"))
+		if err != nil || !HasPowerKey(string(caps), longBits) {
+			continue
+		}
+		f, err := os.Open(filepath.Join("/dev/input", e.Name()))
+		if err != nil {
+			return devs, err
+		}
+		devs = append(devs, f)
+	}
+	return devs, nil
+}
+
+type linuxPower struct{}
+
+func (linuxPower) CtrlAltDelSignals() error {
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+}
+
+func (linuxPower) Sync() { unix.Sync() }
+
+func (linuxPower) PowerOff() error {
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}

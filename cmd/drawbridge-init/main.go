@@ -1,0 +1,25 @@
+//go:build linux
+
+// Command drawbridge-init is the appliance's PID 1, /init in its image: the
+// boot steps of package boot, then reaping children and waiting for a
+// power-off request.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"drawbridge/boot"
+)
+
+// debugShell is the shell the debug image starts on the console; empty in
+// the production image, which has no shell.
+var debugShell string
+
+func main() {
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "drawbridge-init: this is the appliance's PID 1 (/init in its image) and runs only as PID 1")
+		os.Exit(2)
+	}
+	boot.Main(debugShell)
+}
