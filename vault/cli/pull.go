@@ -105,7 +105,9 @@ func cmdPull(ctx context.Context, c *call) error {
 		}
 		for _, r := range out {
 			if !r.OK {
-				fmt.Fprintf(c.env.Stdout, "%-*s  FAILED: %s\n", width, r.Source, r.Error)
+				// Errors may quote what a source sent.
+				msg := strings.ReplaceAll(pull.Printable(r.Error), "\n", "\n    ")
+				fmt.Fprintf(c.env.Stdout, "%-*s  FAILED: %s\n", width, r.Source, msg)
 				continue
 			}
 			line := fmt.Sprintf("%-*s  snapshot %s  files %d  bytes %s  new %s  %.2f s", width, r.Source, r.ID,

@@ -70,7 +70,7 @@ func commandFailed(err error, stderr *cappedBuffer) error {
 	var missing *ssh.ExitMissingError
 	switch {
 	case errors.As(err, &exit) && exit.Signal() != "":
-		return fmt.Errorf("the command was killed by signal %s%s", sanitize(exit.Signal()), stderr.explain())
+		return fmt.Errorf("the command was killed by signal %s%s", Printable(exit.Signal()), stderr.explain())
 	case errors.As(err, &exit):
 		return fmt.Errorf("the command exited with status %d%s", exit.ExitStatus(), stderr.explain())
 	case errors.As(err, &missing):
@@ -107,7 +107,7 @@ func (b *cappedBuffer) len() int64 {
 func (b *cappedBuffer) text() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := sanitize(string(b.buf))
+	s := Printable(string(b.buf))
 	if b.dropped > 0 {
 		s += fmt.Sprintf(" [%d more bytes not kept]", b.dropped)
 	}
@@ -122,11 +122,11 @@ func (b *cappedBuffer) explain() string {
 	return "; its standard error: " + b.text()
 }
 
-// sanitize makes text from a source safe to print on an operator's
+// Printable makes text from a source safe to print on an operator's
 // terminal and in the journal: invalid UTF-8 and control characters other
 // than newline and tab, and format characters (bidirectional overrides),
 // become U+FFFD.
-func sanitize(s string) string {
+func Printable(s string) string {
 	s = strings.TrimSpace(s)
 	return strings.Map(func(r rune) rune {
 		if r == utf8.RuneError || (unicode.In(r, unicode.Cc, unicode.Cf) && r != '\n' && r != '\t') {

@@ -7,9 +7,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,15 +194,44 @@ func TestHostKeyMismatch(t *testing.T) {
 // and nothing weaker, and strict key exchange is on.
 func TestAlgorithms(t *testing.T) {
 	s := newStore(t)
-	h := execHost(t, s, "true")
-	if res := pullOne(t, s, sourceFor(t, h, "algos", config.KindExec)); res.Err != nil {
-		t.Fatal(res.Err)
+	h := sshtest.Start(t, sshtest.Options{
+		AuthorizedKeys: []string{keyLine(s, `restrict,command="true"`)},
+		ExtraConfig:    []string{"LogLevel DEBUG1"},
+	})
+	// The key exchange messages are in clear: record the start of both
+	// directions.
+	rec := &recorder{}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &recordingConn{Conn: c, r: rec}, nil
+	}
+	res := Run(context.Background(), s, &config.Config{Sources: []config.Source{sourceFor(t, h, "algos", config.KindExec)}}, "",
+		Options{Log: testLog(t), Dial: dial})
+	if res[0].Err != nil {
+		t.Fatal(res[0].Err)
 	}
 	log := h.Log()
-	t.Logf("sshd log:\n%s", log)
-	for _, bad := range []string{"-cbc", "hmac-sha1", "diffie-hellman", "ecdh-sha2", "ssh-rsa "} {
-		if strings.Contains(log, "kex: client->server cipher: "+bad) {
-			t.Errorf("negotiated %s", bad)
+	if !strings.Contains(log, "kex: algorithm: "+kexAlgos[0]) && !strings.Contains(log, "kex: algorithm: "+kexAlgos[1]) {
+		t.Errorf("key exchange not one of %v:\n%s", kexAlgos, log)
+	}
+	for _, want := range []string{"kex: host key algorithm: ssh-ed25519",
+		"kex: client->server cipher: " + ciphers[0], "kex: server->client cipher: " + ciphers[0]} {
+		if !strings.Contains(log, want) {
+			t.Errorf("sshd did not log %q:\n%s", want, log)
+		}
+	}
+	// Both sides offer strict key exchange, so it is on.
+	sent, got := rec.bytes()
+	if !bytes.Contains(sent, []byte("kex-strict-c-v00@openssh.com")) || !bytes.Contains(got, []byte("kex-strict-s-v00@openssh.com")) {
+		t.Errorf("strict key exchange not offered by both sides")
+	}
+	for _, weak := range []string{"diffie-hellman", "ecdh-sha2", "aes128-ctr", "hmac-sha1", "ssh-rsa,", "cbc"} {
+		if bytes.Contains(sent, []byte(weak)) {
+			t.Errorf("the vault offered %s", weak)
 		}
 	}
 
@@ -209,9 +240,9 @@ func TestAlgorithms(t *testing.T) {
 		AuthorizedKeys: []string{keyLine(s, `restrict,command="true"`)},
 		ExtraConfig:    []string{"Ciphers aes128-ctr,aes256-ctr", "MACs hmac-sha2-256,hmac-sha1"},
 	})
-	res := pullOne(t, s, sourceFor(t, h2, "weak", config.KindExec))
-	if res.Err == nil || !strings.Contains(res.Err.Error(), "no common algorithm") {
-		t.Fatalf("pull from a source offering only weaker ciphers: %v", res.Err)
+	weak := pullOne(t, s, sourceFor(t, h2, "weak", config.KindExec))
+	if weak.Err == nil || !strings.Contains(weak.Err.Error(), "no common algorithm") {
+		t.Fatalf("pull from a source offering only weaker ciphers: %v", weak.Err)
 	}
 }
 
@@ -280,6 +311,42 @@ func TestCancel(t *testing.T) {
 	}
 }
 
+type recorder struct {
+	mu         sync.Mutex
+	sent, recv []byte
+}
+
+func (r *recorder) bytes() ([]byte, []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.sent), bytes.Clone(r.recv)
+}
+
+// recordingConn records the first 8 KiB each way.
+type recordingConn struct {
+	net.Conn
+	r *recorder
+}
+
+func (c *recordingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.r.mu.Lock()
+	if len(c.r.recv) < 8<<10 {
+		c.r.recv = append(c.r.recv, p[:n]...)
+	}
+	c.r.mu.Unlock()
+	return n, err
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.r.mu.Lock()
+	if len(c.r.sent) < 8<<10 {
+		c.r.sent = append(c.r.sent, p...)
+	}
+	c.r.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
 func TestSanitize(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain":             "plain",
@@ -289,8 +356,8 @@ func TestSanitize(t *testing.T) {
 		"bidi\u202eevil":    "bidi\uFFFDevil",
 		"nul\x00in\rmiddle": "nul\uFFFDin\uFFFDmiddle",
 	} {
-		if got := sanitize(in); got != want {
-			t.Errorf("sanitize(%q) = %q, want %q", in, got, want)
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
 		}
 	}
 	b := &cappedBuffer{max: 4}

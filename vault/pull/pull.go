@@ -118,6 +118,7 @@ func Run(ctx context.Context, s *store.Store, cfg *config.Config, only string, o
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			results[i].Err = fmt.Errorf("pull %s: not started: %w", src.Name, context.Cause(ctx))
+			journalFailure(s, src, results[i].Err, o, o.Log.With("source", src.Name))
 			continue
 		}
 		wg.Add(1)
@@ -159,12 +160,18 @@ func pullSource(ctx context.Context, s *store.Store, src *config.Source, o Optio
 	}
 	err = fmt.Errorf("pull %s: %w", src.Name, err)
 	log.Warn("pull failed", "err", err)
-	msg := fmt.Sprintf("pull of %s from %s failed: %v", src.Name, src.Host, err)
+	journalFailure(s, src, err, o, log)
+	return nil, err
+}
+
+// journalFailure records a failed pull.
+func journalFailure(s *store.Store, src *config.Source, err error, o Options, log *slog.Logger) {
+	// The error may quote what the source sent: keep the message printable.
+	msg := Printable(fmt.Sprintf("pull of %s from %s failed: %v", src.Name, src.Host, err))
 	if _, jerr := s.Journal().Append(s.Keys().Identity, o.Clock(), "pull-failed", msg, map[string]any{
 		"source": src.Name, "host": src.Host, "kind": src.Kind, "error": err.Error()}); jerr != nil {
 		log.Error("cannot journal a failed pull", "err", jerr)
 	}
-	return nil, err
 }
 
 // pullOnce connects, runs the source's Puller and commits.

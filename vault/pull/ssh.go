@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/cpu"
 
 	"drawbridge/vault/config"
 	"drawbridge/vault/store"
@@ -23,9 +24,19 @@ import (
 // exchange (the Terrapin fix) is always requested by x/crypto's client.
 var (
 	kexAlgos = []string{ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519}
-	ciphers  = []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES256GCM, ssh.CipherAES128GCM}
+	ciphers  = cipherOrder()
 	macs     = []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM}
 )
+
+// cipherOrder puts AES-GCM first where the CPU has AES and carry-less
+// multiply instructions (about twice ChaCha20-Poly1305's speed there) and
+// ChaCha20-Poly1305 first elsewhere, where AES-GCM is slow.
+func cipherOrder() []string {
+	if cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ || cpu.ARM64.HasAES && cpu.ARM64.HasPMULL {
+		return []string{ssh.CipherAES256GCM, ssh.CipherAES128GCM, ssh.CipherChaCha20Poly1305}
+	}
+	return []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES256GCM, ssh.CipherAES128GCM}
+}
 
 // hostKeyAlgorithms returns the signature algorithms that a host key of
 // the pinned key's type may use; for RSA, only the SHA-2 ones.
