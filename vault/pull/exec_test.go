@@ -260,10 +260,26 @@ func TestConcurrentSources(t *testing.T) {
 		src.Priority = i % 2 // b-slow and z-broken first
 		cfg.Sources = append(cfg.Sources, src)
 	}
-	var res []Result
+	var (
+		res     []Result
+		mu      sync.Mutex
+		started []string
+	)
+	clock := func() time.Time { return time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC) }
+	progress := func(source string, p *store.Progress) {
+		mu.Lock()
+		started = append(started, source)
+		mu.Unlock()
+	}
 	d := since(func() {
-		res = Run(context.Background(), s, cfg, "", Options{Concurrency: 2, Log: testLog(t)})
+		res = Run(context.Background(), s, cfg, "", Options{Concurrency: 2, Log: testLog(t), Clock: clock, Progress: progress})
 	})
+	if len(started) != 3 { // z-broken starts too: its command fails
+		t.Errorf("progress reported for %v", started)
+	}
+	if recs := records(t, s, "pull-failed"); len(recs) != 1 || !recs[0].Time.Equal(clock()) {
+		t.Errorf("pull-failed records %+v, want one at the pull's clock", recs)
+	}
 	var order []string
 	for _, r := range res {
 		order = append(order, r.Source)
@@ -291,6 +307,37 @@ func TestConcurrentSources(t *testing.T) {
 		t.Fatalf("unknown source: %+v", res)
 	}
 	verifyClean(t, s)
+}
+
+// TestConnectTimeout: a host that accepts the connection and never speaks
+// SSH fails the pull within the connect timeout.
+func TestConnectTimeout(t *testing.T) {
+	defer func(d time.Duration) { connectTimeout = d }(connectTimeout)
+	connectTimeout = time.Second
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // silent until the test ends
+		}
+	}()
+	s := newStore(t)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	hk, _ := ssh.NewPublicKey(pub)
+	src := config.Source{Name: "silent", Kind: config.KindExec, Host: "127.0.0.1", Port: l.Addr().(*net.TCPAddr).Port,
+		User: "root", HostKeyParsed: hk, Timeout: time.Hour}
+	var res Result
+	d := since(func() { res = pullOne(t, s, src) })
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "no SSH session within 1s") || d > 3*time.Second {
+		t.Fatalf("pull from a silent host: %v after %v", res.Err, d)
+	}
 }
 
 // TestCancel: a pull whose context ends fails at once and commits nothing.

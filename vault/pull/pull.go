@@ -89,6 +89,9 @@ type Result struct {
 // ConnectTimeout bounds the TCP connection and the SSH handshake.
 const ConnectTimeout = 15 * time.Second
 
+// connectTimeout is ConnectTimeout, lowered by tests.
+var connectTimeout = ConnectTimeout
+
 // Run pulls the configured sources (only the one called only, unless only
 // is empty) into s: in order of priority, then name, at most
 // o.Concurrency at a time. It returns one Result per source in that order.

@@ -86,7 +86,7 @@ func connect(ctx context.Context, s *store.Store, src *config.Source, o Options,
 		return nil, fmt.Errorf("vault SSH key: %w", err)
 	}
 	addr := net.JoinHostPort(src.Host, strconv.Itoa(src.Port))
-	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	raw, err := o.Dial(dctx, "tcp", addr)
 	if err != nil {
@@ -131,8 +131,9 @@ func connect(ctx context.Context, s *store.Store, src *config.Source, o Options,
 		if presented != nil && !bytes.Equal(presented.Marshal(), src.HostKeyParsed.Marshal()) {
 			return nil, refuseHostKey(s, src, presented, o, log)
 		}
-		if dctx.Err() != nil && ctx.Err() == nil {
-			return nil, fmt.Errorf("connect to %s: no SSH session within %v: %w", addr, ConnectTimeout, err)
+		var ne net.Error
+		if ctx.Err() == nil && (dctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) {
+			return nil, fmt.Errorf("connect to %s: no SSH session within %v: %w", addr, connectTimeout, err)
 		}
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
