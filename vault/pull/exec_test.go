@@ -3,7 +3,9 @@ package pull
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -187,6 +189,24 @@ func TestHostKeyMismatch(t *testing.T) {
 	// The vault never offered its key to a host it does not trust.
 	if strings.Contains(h.Log(), "Accepted publickey") || strings.Contains(h.Log(), "Postponed publickey") {
 		t.Fatalf("the vault authenticated to a refused host:\n%s", h.Log())
+	}
+
+	// A source that no longer has a key of the pinned type is refused
+	// the same way.
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.HostKeyParsed, err = ssh.NewPublicKey(&ec.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	res = pullOne(t, s, src)
+	if !errors.Is(res.Err, ErrHostKeyMismatch) || !strings.Contains(res.Err.Error(), "no ecdsa-sha2-nistp256 key (it offers ssh-ed25519)") {
+		t.Fatalf("pull pinning a key type the source lacks: %v", res.Err)
+	}
+	recs = records(t, s, "hostkey-refused")
+	if len(recs) != 2 || decode(t, recs[1])["expected"] != ssh.FingerprintSHA256(src.HostKeyParsed) {
+		t.Fatalf("hostkey-refused records %+v", recs)
 	}
 }
 

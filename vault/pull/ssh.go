@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,7 +130,13 @@ func connect(ctx context.Context, s *store.Store, src *config.Source, o Options,
 	if err != nil {
 		raw.Close()
 		if presented != nil && !bytes.Equal(presented.Marshal(), src.HostKeyParsed.Marshal()) {
-			return nil, refuseHostKey(s, src, presented, o, log)
+			return nil, refuseHostKey(s, src, presented, nil, o, log)
+		}
+		// A source that no longer has a key of the pinned type presents
+		// none: that is a changed key too.
+		var ane *ssh.AlgorithmNegotiationError
+		if errors.As(err, &ane) && ane.What == "host key" {
+			return nil, refuseHostKey(s, src, nil, ane.RequestedAlgorithms, o, log)
 		}
 		var ne net.Error
 		if ctx.Err() == nil && (dctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) {
@@ -148,17 +155,28 @@ func connect(ctx context.Context, s *store.Store, src *config.Source, o Options,
 }
 
 // refuseHostKey journals a refused host key and returns the pull's error.
-func refuseHostKey(s *store.Store, src *config.Source, presented ssh.PublicKey, o Options, log *slog.Logger) error {
-	want, got := ssh.FingerprintSHA256(src.HostKeyParsed), ssh.FingerprintSHA256(presented)
-	msg := fmt.Sprintf("host key of %s (%s) refused: pinned %s %s, presented %s %s",
-		src.Name, src.Host, src.HostKeyParsed.Type(), want, presented.Type(), got)
-	log.Error("host key refused", "expected", want, "presented", got)
+// presented is nil when the source offered no key of the pinned type;
+// offered then lists the types it has.
+func refuseHostKey(s *store.Store, src *config.Source, presented ssh.PublicKey, offered []string, o Options, log *slog.Logger) error {
+	want := ssh.FingerprintSHA256(src.HostKeyParsed)
+	got, shown := "", ""
+	if presented != nil {
+		got = ssh.FingerprintSHA256(presented)
+		shown = presented.Type() + " " + got
+	} else {
+		if len(offered) > 8 {
+			offered = offered[:8]
+		}
+		shown = Printable(fmt.Sprintf("no %s key (it offers %s)", src.HostKeyParsed.Type(), strings.Join(offered, ", ")))
+	}
+	msg := fmt.Sprintf("host key of %s (%s) refused: pinned %s %s, presented %s", src.Name, src.Host, src.HostKeyParsed.Type(), want, shown)
+	log.Error("host key refused", "expected", want, "presented", shown)
 	if _, err := s.Journal().Append(s.Keys().Identity, o.Clock(), "hostkey-refused", msg, map[string]any{
 		"source": src.Name, "host": src.Host, "expected": want, "presented": got}); err != nil {
 		log.Error("cannot journal a refused host key", "err", err)
 	}
-	return fmt.Errorf("%w: %s presented %s %s, the configuration pins %s %s",
-		ErrHostKeyMismatch, src.Host, presented.Type(), got, src.HostKeyParsed.Type(), want)
+	return fmt.Errorf("%w: %s presented %s, the configuration pins %s %s",
+		ErrHostKeyMismatch, src.Host, shown, src.HostKeyParsed.Type(), want)
 }
 
 // idleConn is a connection on which every Read and Write moves the
