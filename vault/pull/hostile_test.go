@@ -41,6 +41,7 @@ func TestMain(m *testing.M) {
 //	deep        a directory d holding d holding d…
 //	unreadable  a.txt cannot be opened
 //	badlink     a symlink target with NUL
+//	stall       reading a.txt never answers
 func hostileServer(mode string) int {
 	h := &hostileFS{mode: mode}
 	srv := sftp.NewRequestServer(stdio{}, sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h})
@@ -110,7 +111,7 @@ func (h *hostileFS) children(p string) ([]fs.FileInfo, bool) {
 			out = append(out, file("f"+strconv.Itoa(i)))
 		}
 		return out, true
-	case "unreadable":
+	case "unreadable", "stall":
 		return []fs.FileInfo{file("a.txt"), file("b.txt")}, true
 	case "badlink":
 		return []fs.FileInfo{info{name: "link", mode: fs.ModeSymlink | 0o777}}, true
@@ -166,8 +167,15 @@ func (h *hostileFS) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 	if h.mode == "unreadable" && path.Base(r.Filepath) == "a.txt" {
 		return nil, os.ErrPermission
 	}
+	if h.mode == "stall" {
+		return stallReader{}, nil
+	}
 	return bytes.NewReader([]byte(hostileFile.data)), nil
 }
+
+type stallReader struct{}
+
+func (stallReader) ReadAt([]byte, int64) (int, error) { select {} }
 
 func (h *hostileFS) Filewrite(*sftp.Request) (io.WriterAt, error) { return nil, os.ErrPermission }
 func (h *hostileFS) Filecmd(*sftp.Request) error                  { return os.ErrPermission }

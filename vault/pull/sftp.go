@@ -78,7 +78,14 @@ func pullSFTP(ctx context.Context, c *ssh.Client, src *config.Source, w *store.W
 		}
 		return none, nil, fmt.Errorf("start SFTP: %w%s", err, stderr.explain())
 	}
-	defer cl.Close()
+	defer func() {
+		// The client's Close waits for its reader, which a server that
+		// holds the channel open could keep forever: close the channel,
+		// and let the connection's close, right after the pull, end the
+		// rest.
+		sess.Close()
+		go cl.Close()
+	}()
 	k := &sftpWalk{ctx: ctx, cl: cl, g: g, w: w, log: log, sem: make(chan struct{}, sftpFiles)}
 	return k.run(src.Paths)
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -271,6 +272,16 @@ func TestSFTPHostile(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(dir, "b.txt")); err != nil {
 			t.Fatal(err)
+		}
+	})
+	t.Run("stall", func(t *testing.T) {
+		h := hostileHost(t, s, "stall")
+		src := sourceFor(t, h, "hostile-stall", config.KindSFTP)
+		src.Paths, src.Timeout = []string{"/data"}, 5*time.Second
+		var res Result
+		d := since(func() { res = pullOne(t, s, src) })
+		if res.Err == nil || !strings.Contains(res.Err.Error(), "idle timeout") || d > 10*time.Second {
+			t.Fatalf("pull from a server that stops answering: %v after %v", res.Err, d)
 		}
 	})
 	t.Run("deep", func(t *testing.T) {

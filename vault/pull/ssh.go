@@ -93,7 +93,11 @@ func connect(ctx context.Context, s *store.Store, src *config.Source, o Options,
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
-	nc := &idleConn{Conn: raw, idle: src.Timeout}
+	idle := src.Timeout
+	if idle <= 0 {
+		idle = config.DefaultTimeout
+	}
+	nc := &idleConn{Conn: raw, idle: idle}
 	// The handshake must finish in time too; after it, the idle timeout
 	// alone applies.
 	if dl, ok := dctx.Deadline(); ok {
@@ -195,7 +199,7 @@ type idleConn struct {
 }
 
 func (c *idleConn) touch() {
-	if c.idle > 0 && c.armed.Load() {
+	if c.armed.Load() {
 		c.Conn.SetDeadline(time.Now().Add(c.idle))
 	}
 }
