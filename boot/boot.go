@@ -302,8 +302,17 @@ func (a *Appliance) loadModules(ctx context.Context, log *Log) error {
 	for _, err := range r.Failed {
 		log.Warnf("%v", err)
 	}
-	log.Printf("kernel %s: %d loaded, %d built in, %d missing, %d would not load",
-		release, len(r.Loaded)+len(r.Already), len(plan.Builtin), len(plan.Missing), len(r.Failed))
+	msg := fmt.Sprintf("kernel %s: %d loaded, %d built in", release, len(r.Loaded)+len(r.Already), len(plan.Builtin))
+	if len(r.NoDevice) > 0 {
+		msg += fmt.Sprintf(", %d not for this machine (%s)", len(r.NoDevice), strings.Join(r.NoDevice, ", "))
+	}
+	if len(plan.Missing) > 0 {
+		msg += fmt.Sprintf(", %d missing", len(plan.Missing))
+	}
+	if len(r.Failed) > 0 {
+		msg += fmt.Sprintf(", %d would not load", len(r.Failed))
+	}
+	log.Printf("%s", msg)
 	if len(plan.Load) > 0 && len(r.Failed) == len(plan.Load) {
 		return fmt.Errorf("no module would load (%d tried)", len(plan.Load))
 	}

@@ -213,9 +213,10 @@ type fakeLoader map[string]error
 func (f fakeLoader) Load(file string) error { return f[Name(file)] }
 
 func TestLoadAll(t *testing.T) {
-	p := Plan{Load: []string{"a.ko", "b.ko", "c.ko", "d.ko"}}
-	r := LoadAll(fakeLoader{"b": errors.New("load module b: exec format error"), "c": ErrLoaded}, p)
-	if !reflect.DeepEqual(r.Loaded, []string{"a", "d"}) || !reflect.DeepEqual(r.Already, []string{"c"}) || len(r.Failed) != 1 {
+	p := Plan{Load: []string{"a.ko", "b.ko", "c.ko", "d.ko", "e.ko"}}
+	r := LoadAll(fakeLoader{"b": errors.New("load module b: exec format error"), "c": ErrLoaded, "e": ErrNoDevice}, p)
+	if !reflect.DeepEqual(r.Loaded, []string{"a", "d"}) || !reflect.DeepEqual(r.Already, []string{"c"}) ||
+		!reflect.DeepEqual(r.NoDevice, []string{"e"}) || len(r.Failed) != 1 {
 		t.Errorf("LoadAll = %+v", r)
 	}
 }

@@ -14,8 +14,14 @@ type Loader interface {
 	Load(file string) error
 }
 
-// ErrLoaded is wrapped by Loader.Load when the module is already loaded.
-var ErrLoaded = errors.New("already loaded")
+var (
+	// ErrLoaded is wrapped by Loader.Load when the module is already loaded.
+	ErrLoaded = errors.New("already loaded")
+	// ErrNoDevice is wrapped by Loader.Load when the module is not for
+	// this machine: its init found no hardware or CPU feature it drives
+	// (crc32c_intel on a CPU without SSE4.2).
+	ErrNoDevice = errors.New("not for this machine")
+)
 
 // Kernel loads module files from Dir into the running kernel with
 // finit_module(2): the kernel reads the file itself, so it can check the
@@ -35,6 +41,9 @@ func (k Kernel) Load(file string) error {
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("load module %s: %w", Name(file), ErrLoaded)
 		}
+		if errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("load module %s: %w", Name(file), ErrNoDevice)
+		}
 		return fmt.Errorf("load module %s: %w", Name(file), err)
 	}
 	return nil
@@ -42,9 +51,10 @@ func (k Kernel) Load(file string) error {
 
 // Result is the outcome of LoadAll.
 type Result struct {
-	Loaded  []string // modules loaded now
-	Already []string // modules that were loaded before
-	Failed  []error  // one error per module that would not load
+	Loaded   []string // modules loaded now
+	Already  []string // modules that were loaded before
+	NoDevice []string // modules not for this machine
+	Failed   []error  // one error per module that would not load
 }
 
 // LoadAll loads every file of a plan in order. It goes on past a failure:
@@ -58,6 +68,8 @@ func LoadAll(l Loader, p Plan) Result {
 			r.Loaded = append(r.Loaded, Name(f))
 		case errors.Is(err, ErrLoaded):
 			r.Already = append(r.Already, Name(f))
+		case errors.Is(err, ErrNoDevice):
+			r.NoDevice = append(r.NoDevice, Name(f))
 		default:
 			r.Failed = append(r.Failed, err)
 		}
