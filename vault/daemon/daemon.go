@@ -303,7 +303,9 @@ func (d *Daemon) startup(ctx context.Context) {
 			high = t
 		}
 	}
+	d.mu.Lock()
 	d.clock = window.NewClock(d.o.Clock, high)
+	d.mu.Unlock()
 
 	if downErr == nil {
 		// A crash during a window left the window's table; the vault boots
@@ -352,8 +354,17 @@ func (d *Daemon) checkClock() {
 }
 
 // Trusted is the time for retention decisions, and the only one: an error
-// while the clock is in doubt (window.ErrClockAlert).
-func (d *Daemon) Trusted() (time.Time, error) { return d.clock.Trusted() }
+// while the clock is in doubt (window.ErrClockAlert) or before Run has read
+// the journal's high-water mark.
+func (d *Daemon) Trusted() (time.Time, error) {
+	d.mu.Lock()
+	c := d.clock
+	d.mu.Unlock()
+	if c == nil {
+		return time.Time{}, errors.New("no trusted time before the daemon has read its journal")
+	}
+	return c.Trusted()
+}
 
 // next returns the next window to open at now, skipping the one already
 // handled.
@@ -408,6 +419,16 @@ func (d *Daemon) window(ctx context.Context, start, end time.Time, why string) {
 	d.log.Info("window opening", "until", stamp(end), "opened_by", why)
 
 	res, err := w.Open(ctx, end, d.run)
+	if errors.Is(err, window.ErrLinkStillUp) {
+		// The window's own retries failed; try every interface once more.
+		rec := map[string]any{"reason": "window-close-failed", "interface": "all"}
+		msg := "link down: every interface (after the window could not take " + cfg.Network.Interface + " down)"
+		if derr := d.o.Link.DownAll(context.WithoutCancel(ctx)); derr != nil {
+			rec["error"] = derr.Error()
+			msg = "link down FAILED: " + derr.Error()
+		}
+		d.journal(window.RecordLinkDown, msg, rec)
+	}
 	ws := &WindowStatus{Start: opened, End: end, OpenedBy: why, Closed: d.o.Clock(), Result: res.Reason}
 	if err != nil {
 		ws.Error = err.Error()

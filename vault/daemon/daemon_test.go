@@ -566,3 +566,30 @@ func TestNewChecks(t *testing.T) {
 		t.Fatal("New with a 25h window")
 	}
 }
+
+// TestLinkStuckUp: when the window cannot take its interface down, the
+// daemon takes every interface down and journals it; the firewall stays on.
+func TestLinkStuckUp(t *testing.T) {
+	r := newRig(t)
+	r.link.Hook = func(op, name string) error {
+		if op == link.OpDown {
+			return errors.New("device busy")
+		}
+		return nil
+	}
+	r.run(t0.Add(time.Hour))
+	recs := records(t, r.s)[1:]
+	want := []string{"link-down", "window-open", "firewall-on", "link-up", "window-close", "link-down"}
+	if got := types(recs); !slices.Equal(got, want) {
+		t.Fatalf("journal %q, want %q", got, want)
+	}
+	if m := data(t, recs[5]); m["reason"] != "window-close-failed" || m["error"] != nil {
+		t.Fatalf("last link-down %v", m)
+	}
+	if up, _, _ := r.link.State("eth0"); up {
+		t.Fatal("eth0 still up")
+	}
+	if on, _ := r.fw.State(); !on {
+		t.Fatal("firewall off while the link was in doubt")
+	}
+}
