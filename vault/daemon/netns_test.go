@@ -131,9 +131,9 @@ func newVaultNet(t *testing.T, authorizedKey string) *vaultNet {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, err := p.DialFromSource(sourceAddr, 200*time.Millisecond)
-		if err == nil || linktest.IsTimeout(err) && strings.Contains(err.Error(), "i/o timeout") && !strings.Contains(err.Error(), "dial") {
-			break // sshd greets first: a read timeout is not possible, an SSH banner is a line
+		banner, err := p.DialFromSource(sourceAddr, 200*time.Millisecond)
+		if err == nil && strings.HasPrefix(banner, "SSH-2.0-") {
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("sshd in %s not accepting connections: %v", p.SourceNS, err)
