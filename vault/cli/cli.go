@@ -142,7 +142,7 @@ func cmdHelp(_ context.Context, c *call) error {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
 	for _, cmd := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", cmd.name, cmd.summary)
+		fmt.Fprintf(w, "  %-15s %s\n", cmd.name, cmd.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "The store comes from --store or DRAWBRIDGE_STORE; the restore passphrase from")
