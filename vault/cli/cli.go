@@ -96,6 +96,7 @@ func init() {
 		{"pull", "pull the configured sources now: --config FILE [--source NAME]", []string{"config", "source"}, nil, cmdPull},
 		{"authorized-key", "print each source's authorized_keys line: --config FILE [--source NAME]", []string{"config", "source"}, nil, cmdAuthorizedKey},
 		{"run", "the vault daemon: --config FILE [--window-now DURATION] [--netns NAME]", []string{"config", "window-now", "netns"}, []string{"take-over-network"}, cmdRun},
+		{"console", "the full-screen console: status, snapshot browser, restore", nil, nil, cmdConsole},
 		{"help", "show this help", nil, nil, cmdHelp},
 	}
 }
@@ -128,7 +129,7 @@ func run(ctx context.Context, argv []string, env *Env) error {
 		return c.run(ctx, &call{env: env, args: a})
 	}
 	switch name {
-	case "console", "export":
+	case "export":
 		return fmt.Errorf("'%s' is not available in this version of drawbridge", name)
 	}
 	return usagef("unknown command %q", name)

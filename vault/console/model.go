@@ -1,0 +1,718 @@
+package console
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"drawbridge/vault/restore"
+	"drawbridge/vault/store"
+	"drawbridge/vault/tree"
+)
+
+// Key is one key press, independent of the terminal library.
+type Key struct {
+	Name string // "Rune", "Enter", "Esc", "Up", "Down", "Left", "Right", "PgUp", "PgDn", "Home", "End", "Backspace", "Tab", "Ctrl-C"
+	Rune rune   // for "Rune"
+}
+
+// Msg is anything the Model reacts to: a Key, a Tick, a Resize, or the
+// result of background work.
+type Msg any
+
+// Tick comes several times a second: it turns the spinner and runs the idle
+// timeout.
+type Tick struct{}
+
+// Resize tells the Model the terminal's size.
+type Resize struct{ Width, Height int }
+
+// Cmd is background work; its result is fed back to Update.
+type Cmd func() Msg
+
+type statusMsg struct{ st Status }
+
+type unlockMsg struct {
+	r    Reader
+	err  error
+	then action
+}
+
+type treeMsg struct {
+	seq  int
+	name string
+	t    *tree.Tree
+	err  error
+}
+
+type restoreMsg struct {
+	seq int
+	rep *restore.Report
+	err error
+}
+
+type journalMsg struct{ err error }
+
+// Screen names what the main area shows.
+type Screen int
+
+const (
+	ScreenStatus Screen = iota
+	ScreenSources
+	ScreenSnapshots
+	ScreenBrowse
+)
+
+// Dialog is what holds the keyboard over the screen.
+type Dialog int
+
+const (
+	DialogNone Dialog = iota
+	DialogPassphrase
+	DialogTarget
+	DialogHelp
+	DialogRestore // progress of a restore, then its result
+)
+
+// action is what waits for the passphrase.
+type action int
+
+const (
+	actNone action = iota
+	actOpenSnapshot
+)
+
+// level is one directory of the browser.
+type level struct {
+	name    string // "" for the snapshot root
+	entries []tree.Entry
+	sel     int
+	top     int
+}
+
+// restoreJob is a restore running or done.
+type restoreJob struct {
+	what    string // snapshot path or "/" for the whole snapshot
+	target  string
+	total   int64 // 0 when unknown
+	done    *atomic.Int64
+	started time.Time
+	ended   time.Time
+	cancel  context.CancelFunc
+	result  string
+	failed  bool
+	running bool
+}
+
+// Options configure a Model.
+type Options struct {
+	Clock func() time.Time // nil means time.Now
+	// PassphraseFile, when set, gives the restore passphrase instead of the
+	// dialog (drawbridge console --passphrase-file).
+	PassphraseFile func() ([]byte, error)
+}
+
+// Model is the console's state. Update is its only mutator; it never
+// blocks: slow work is returned as Cmds.
+type Model struct {
+	b     Backend
+	o     Options
+	clock func() time.Time
+
+	Width, Height int
+	Quit          bool
+
+	screen Screen
+	dialog Dialog
+
+	status     *Status
+	statusBusy bool
+
+	sources []string
+	srcSel  int
+	snaps   []store.Snapshot // of the selected source, newest first
+	snapSel int
+
+	reader  Reader
+	lastKey time.Time
+
+	pass     []byte
+	passBusy bool
+	then     action
+
+	input string // target directory being typed
+
+	snap    *store.Snapshot
+	root    tree.ID
+	stack   []level
+	loading string // name of the directory being read, "" when idle
+	loadAt  time.Time
+	loadSeq int
+	cancel  context.CancelFunc
+
+	job *restoreJob
+
+	spin int
+	msg  string
+	bad  bool // msg is an error
+}
+
+// New returns a Model on the status screen. Init's Cmds load the status.
+func New(b Backend, o Options) *Model {
+	m := &Model{b: b, o: o, clock: o.Clock, Width: 80, Height: 24}
+	if m.clock == nil {
+		m.clock = time.Now
+	}
+	m.lastKey = m.clock()
+	return m
+}
+
+// Init returns the Cmds to run at start.
+func (m *Model) Init() []Cmd { return []Cmd{m.loadStatus()} }
+
+func (m *Model) loadStatus() Cmd {
+	m.statusBusy = true
+	b := m.b
+	return func() Msg { return statusMsg{b.Status(context.Background())} }
+}
+
+func (m *Model) say(format string, args ...any) {
+	m.msg, m.bad = fmt.Sprintf(format, args...), false
+}
+
+func (m *Model) fail(format string, args ...any) {
+	m.msg, m.bad = fmt.Sprintf(format, args...), true
+}
+
+// journal runs a journal append in the background; ErrReadOnly is reported
+// on the screen.
+func (m *Model) journal(typ, msg string, data any) Cmd {
+	b := m.b
+	return func() Msg { return journalMsg{b.Journal(typ, msg, data)} }
+}
+
+// Update handles one Msg and returns the background work it starts.
+func (m *Model) Update(msg Msg) []Cmd {
+	switch v := msg.(type) {
+	case Key:
+		m.lastKey = m.clock()
+		return m.key(v)
+	case Tick:
+		m.spin++
+		if m.reader != nil && (m.job == nil || !m.job.running) && m.clock().Sub(m.lastKey) >= IdleTimeout {
+			m.forget()
+			m.say("the restore passphrase was forgotten after %s without a key press", IdleTimeout)
+		}
+	case Resize:
+		m.Width, m.Height = v.Width, v.Height
+		m.clampBrowse()
+	case statusMsg:
+		m.statusBusy = false
+		st := v.st
+		m.status = &st
+		m.setSources()
+	case unlockMsg:
+		m.passBusy = false
+		if v.err != nil {
+			if errors.Is(v.err, ErrPassphrase) {
+				m.fail("wrong restore passphrase: refused, nothing was read")
+			} else {
+				m.fail("unlock: %v", v.err)
+			}
+			return nil
+		}
+		m.dialog = DialogNone
+		m.reader = v.r
+		m.say("unlocked; the passphrase is forgotten after %s without a key press", IdleTimeout)
+		if v.then == actOpenSnapshot {
+			return m.openSnapshot()
+		}
+	case treeMsg:
+		if v.seq != m.loadSeq || m.loading == "" {
+			return nil // a directory the user has left
+		}
+		m.loading = ""
+		if v.err != nil {
+			m.fail("read directory %s: %v", v.name, v.err)
+			if len(m.stack) == 0 {
+				m.screen = ScreenSnapshots
+			}
+			return nil
+		}
+		m.stack = append(m.stack, level{name: v.name, entries: v.t.Entries})
+		m.msg = ""
+	case restoreMsg:
+		j := m.job
+		if j == nil {
+			return nil
+		}
+		j.running, j.ended = false, m.clock()
+		if v.err != nil {
+			j.failed = true
+			j.result = fmt.Sprintf("restore failed: %v", v.err)
+			return []Cmd{m.journal("console-restore", fmt.Sprintf("console restore of %s:%s to %s failed: %v", m.snap.ID[:12], j.what, j.target, v.err),
+				map[string]any{"snapshot": m.snap.ID, "path": j.what, "target": j.target, "error": v.err.Error()})}
+		}
+		r := v.rep
+		j.failed = len(r.Damaged) > 0
+		j.result = fmt.Sprintf("restored %s to %s: %d files, %d dirs, %s", j.what, j.target, r.Files, r.Dirs, HumanBytes(r.Bytes))
+		if j.failed {
+			j.result += fmt.Sprintf("; %d entries damaged, not restored intact", len(r.Damaged))
+		}
+		return []Cmd{m.journal("console-restore", fmt.Sprintf("console restored %s:%s to %s", m.snap.ID[:12], j.what, j.target),
+			map[string]any{"snapshot": m.snap.ID, "path": j.what, "target": j.target, "files": r.Files, "dirs": r.Dirs, "bytes": r.Bytes, "damaged": len(r.Damaged)})}
+	case journalMsg:
+		if v.err != nil {
+			m.fail("not journaled: %v", v.err)
+		}
+	}
+	return nil
+}
+
+// forget drops the Reader and everything read with it.
+func (m *Model) forget() {
+	if m.reader != nil {
+		m.reader.Close()
+		m.reader = nil
+	}
+	if m.cancel != nil {
+		m.cancel()
+		m.cancel = nil
+	}
+	m.stack, m.loading = nil, ""
+	if m.screen == ScreenBrowse {
+		m.screen = ScreenSnapshots
+	}
+	if m.dialog == DialogTarget {
+		m.dialog = DialogNone
+	}
+}
+
+func (m *Model) setSources() {
+	seen := map[string]bool{}
+	var names []string
+	if m.status != nil {
+		for _, sn := range m.status.Snapshots {
+			if !seen[sn.Source] {
+				seen[sn.Source] = true
+				names = append(names, sn.Source)
+			}
+		}
+		if d := m.status.Daemon; d != nil {
+			for _, s := range d.Sources {
+				if !seen[s.Name] {
+					seen[s.Name] = true
+					names = append(names, s.Name)
+				}
+			}
+		}
+	}
+	sort.Strings(names)
+	m.sources = names
+	m.srcSel = min(m.srcSel, max(len(names)-1, 0))
+}
+
+// snapsOf lists a source's snapshots, newest first.
+func (m *Model) snapsOf(src string) []store.Snapshot {
+	var out []store.Snapshot
+	if m.status == nil {
+		return nil
+	}
+	for _, sn := range m.status.Snapshots {
+		if sn.Source == src {
+			out = append(out, sn)
+		}
+	}
+	slices.Reverse(out)
+	return out
+}
+
+func (m *Model) key(k Key) []Cmd {
+	if k.Name == "Ctrl-C" {
+		m.quit()
+		return nil
+	}
+	switch m.dialog {
+	case DialogHelp:
+		m.dialog = DialogNone
+		return nil
+	case DialogPassphrase:
+		return m.keyPassphrase(k)
+	case DialogTarget:
+		return m.keyTarget(k)
+	case DialogRestore:
+		if m.job != nil && m.job.running {
+			if k.Name == "Esc" {
+				m.job.cancel()
+			}
+			return nil
+		}
+		m.dialog = DialogNone
+		if m.job != nil {
+			m.msg, m.bad = m.job.result, m.job.failed
+		}
+		return nil
+	}
+	if k.Name == "Rune" && k.Rune == '?' {
+		m.dialog = DialogHelp
+		return nil
+	}
+	switch m.screen {
+	case ScreenStatus:
+		return m.keyStatus(k)
+	case ScreenSources:
+		return m.keySources(k)
+	case ScreenSnapshots:
+		return m.keySnapshots(k)
+	case ScreenBrowse:
+		return m.keyBrowse(k)
+	}
+	return nil
+}
+
+func (m *Model) quit() {
+	m.forget()
+	if m.job != nil && m.job.running {
+		m.job.cancel()
+	}
+	m.Quit = true
+}
+
+func isRune(k Key, r rune) bool { return k.Name == "Rune" && k.Rune == r }
+
+func back(k Key) bool {
+	return k.Name == "Esc" || k.Name == "Left" || k.Name == "Backspace" || isRune(k, 'q') || isRune(k, 'h')
+}
+
+// move applies a cursor key to sel within n items, page rows at a time.
+func move(k Key, sel, n, page int) int {
+	switch {
+	case k.Name == "Up" || isRune(k, 'k'):
+		sel--
+	case k.Name == "Down" || isRune(k, 'j'):
+		sel++
+	case k.Name == "PgUp":
+		sel -= max(page, 1)
+	case k.Name == "PgDn" || isRune(k, ' '):
+		sel += max(page, 1)
+	case k.Name == "Home" || isRune(k, 'g'):
+		sel = 0
+	case k.Name == "End" || isRune(k, 'G'):
+		sel = n - 1
+	}
+	return max(0, min(sel, n-1))
+}
+
+func (m *Model) keyStatus(k Key) []Cmd {
+	switch {
+	case isRune(k, 'q'):
+		m.quit()
+	case k.Name == "Enter" || isRune(k, 'b') || k.Name == "Right":
+		m.screen = ScreenSources
+		m.msg = ""
+	case isRune(k, 'r'):
+		if !m.statusBusy {
+			return []Cmd{m.loadStatus()}
+		}
+	}
+	return nil
+}
+
+func (m *Model) keySources(k Key) []Cmd {
+	switch {
+	case back(k):
+		m.screen = ScreenStatus
+	case k.Name == "Enter" || k.Name == "Right" || isRune(k, 'l'):
+		if len(m.sources) == 0 {
+			return nil
+		}
+		m.snaps = m.snapsOf(m.sources[m.srcSel])
+		m.snapSel = 0
+		if len(m.snaps) == 0 {
+			m.fail("source %s has no snapshot yet", m.sources[m.srcSel])
+			return nil
+		}
+		m.screen = ScreenSnapshots
+		m.msg = ""
+	default:
+		m.srcSel = move(k, m.srcSel, len(m.sources), m.listRows())
+	}
+	return nil
+}
+
+func (m *Model) keySnapshots(k Key) []Cmd {
+	switch {
+	case back(k):
+		m.screen = ScreenSources
+	case k.Name == "Enter" || k.Name == "Right" || isRune(k, 'l'):
+		if len(m.snaps) == 0 {
+			return nil
+		}
+		sn := m.snaps[m.snapSel]
+		m.snap = &sn
+		if m.b.ReadOnly() {
+			m.fail("%v: stop the daemon to browse and restore", ErrReadOnly)
+			return nil
+		}
+		if m.reader == nil {
+			return m.askPassphrase(actOpenSnapshot)
+		}
+		return m.openSnapshot()
+	default:
+		m.snapSel = move(k, m.snapSel, len(m.snaps), m.listRows())
+	}
+	return nil
+}
+
+func (m *Model) askPassphrase(then action) []Cmd {
+	m.then = then
+	if m.o.PassphraseFile != nil {
+		pf := m.o.PassphraseFile
+		m.passBusy = true
+		b := m.b
+		return []Cmd{func() Msg {
+			p, err := pf()
+			if err != nil {
+				return unlockMsg{err: err, then: then}
+			}
+			r, err := b.Unlock(context.Background(), p)
+			clear(p)
+			return unlockMsg{r: r, err: err, then: then}
+		}}
+	}
+	m.dialog = DialogPassphrase
+	m.msg = ""
+	return nil
+}
+
+func (m *Model) keyPassphrase(k Key) []Cmd {
+	if m.passBusy {
+		return nil // the passphrase is being checked
+	}
+	switch k.Name {
+	case "Esc":
+		clear(m.pass)
+		m.pass = m.pass[:0]
+		m.dialog = DialogNone
+		m.say("cancelled: nothing was unlocked")
+	case "Backspace":
+		if len(m.pass) > 0 {
+			// Drop the last UTF-8 character.
+			i := len(m.pass) - 1
+			for i > 0 && m.pass[i]&0xC0 == 0x80 {
+				i--
+			}
+			m.pass = m.pass[:i]
+		}
+	case "Rune":
+		m.pass = fmt.Appendf(m.pass, "%c", k.Rune)
+	case "Enter":
+		if len(m.pass) == 0 {
+			return nil
+		}
+		p := m.pass
+		m.pass = nil
+		m.passBusy = true
+		m.msg = ""
+		b, then := m.b, m.then
+		return []Cmd{func() Msg {
+			r, err := b.Unlock(context.Background(), p)
+			clear(p)
+			return unlockMsg{r: r, err: err, then: then}
+		}}
+	}
+	return nil
+}
+
+// openSnapshot starts reading the selected snapshot's root directory.
+func (m *Model) openSnapshot() []Cmd {
+	root, err := parseRoot(m.snap.Root)
+	if err != nil {
+		m.fail("snapshot %s: %v", m.snap.ID[:12], err)
+		return nil
+	}
+	m.root = root
+	m.stack = nil
+	m.screen = ScreenBrowse
+	return []Cmd{m.loadDir("/", root), m.journal("console-browse", fmt.Sprintf("console opened snapshot %s of %s", m.snap.ID[:12], m.snap.Source),
+		map[string]any{"snapshot": m.snap.ID, "source": m.snap.Source})}
+}
+
+func (m *Model) loadDir(name string, id tree.ID) Cmd {
+	if m.cancel != nil {
+		m.cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.loadSeq++
+	seq, r := m.loadSeq, m.reader
+	m.loading, m.loadAt = name, m.clock()
+	return func() Msg {
+		t, err := r.Tree(ctx, id)
+		return treeMsg{seq: seq, name: name, t: t, err: err}
+	}
+}
+
+// listRows is how many rows of a list fit on the screen.
+func (m *Model) listRows() int { return max(m.Height-6, 1) }
+
+func (m *Model) cur() *level {
+	if len(m.stack) == 0 {
+		return nil
+	}
+	return &m.stack[len(m.stack)-1]
+}
+
+// clampBrowse keeps the selection on the screen.
+func (m *Model) clampBrowse() {
+	l := m.cur()
+	if l == nil {
+		return
+	}
+	rows := m.listRows()
+	if l.sel < l.top {
+		l.top = l.sel
+	}
+	if l.sel >= l.top+rows {
+		l.top = l.sel - rows + 1
+	}
+	l.top = max(0, min(l.top, len(l.entries)-rows))
+}
+
+// browsePath is the slash path of the current directory in the snapshot.
+func (m *Model) browsePath() string {
+	p := "/"
+	for _, l := range m.stack[min(1, len(m.stack)):] {
+		p = path.Join(p, l.name)
+	}
+	return p
+}
+
+func (m *Model) keyBrowse(k Key) []Cmd {
+	if m.loading != "" {
+		if back(k) {
+			m.cancel()
+			m.loading = ""
+			if len(m.stack) == 0 {
+				m.screen = ScreenSnapshots
+			}
+		}
+		return nil
+	}
+	l := m.cur()
+	if l == nil {
+		if back(k) {
+			m.screen = ScreenSnapshots
+		}
+		return nil
+	}
+	switch {
+	case back(k):
+		m.stack = m.stack[:len(m.stack)-1]
+		if len(m.stack) == 0 {
+			m.screen = ScreenSnapshots
+		}
+	case k.Name == "Enter" || k.Name == "Right" || isRune(k, 'l'):
+		if len(l.entries) == 0 {
+			return nil
+		}
+		e := &l.entries[l.sel]
+		if e.Kind != tree.Dir {
+			m.say("%s: %s, %s; press r to restore it", e.Name, e.Kind, HumanBytes(int64(e.Size)))
+			return nil
+		}
+		return []Cmd{m.loadDir(e.Name, e.Subtree)}
+	case isRune(k, 'r'):
+		m.input = ""
+		m.dialog = DialogTarget
+		m.msg = ""
+	default:
+		l.sel = move(k, l.sel, len(l.entries), m.listRows())
+		m.clampBrowse()
+	}
+	return nil
+}
+
+// restoreWhat is the snapshot path the restore dialog acts on and the
+// bytes it holds (0 when unknown).
+func (m *Model) restoreWhat() (string, int64) {
+	l := m.cur()
+	if l == nil || len(l.entries) == 0 {
+		return m.browsePath(), 0
+	}
+	e := l.entries[l.sel]
+	p := path.Join(m.browsePath(), e.Name)
+	if e.Kind == tree.File {
+		return p, int64(e.Size)
+	}
+	return p, 0
+}
+
+func (m *Model) keyTarget(k Key) []Cmd {
+	switch k.Name {
+	case "Esc":
+		m.dialog = DialogNone
+		m.say("restore cancelled")
+	case "Backspace":
+		if r := []rune(m.input); len(r) > 0 {
+			m.input = string(r[:len(r)-1])
+		}
+	case "Rune":
+		m.input += string(k.Rune)
+	case "Enter":
+		if m.input == "" {
+			return nil
+		}
+		return m.startRestore(m.input)
+	}
+	return nil
+}
+
+func (m *Model) startRestore(target string) []Cmd {
+	if m.reader == nil {
+		m.dialog = DialogNone
+		m.fail("the restore passphrase was forgotten: open the snapshot again")
+		return nil
+	}
+	what, total := m.restoreWhat()
+	ctx, cancel := context.WithCancel(context.Background())
+	j := &restoreJob{what: what, target: target, total: total, done: new(atomic.Int64), started: m.clock(), cancel: cancel, running: true}
+	m.job = j
+	m.dialog = DialogRestore
+	b, r, root := m.b, m.reader, m.root
+	return []Cmd{func() Msg {
+		defer cancel()
+		rep, err := b.Restore(ctx, r, root, what, target, func(n int64) { j.done.Add(n) })
+		return restoreMsg{rep: rep, err: err}
+	}}
+}
+
+func parseRoot(s string) (tree.ID, error) {
+	var id tree.ID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) {
+		return id, errors.New("bad root id in its journal record")
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+// HumanBytes formats a byte count with binary units.
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for x := n / unit; x >= unit; x /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,464 @@
+package console
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gdamore/tcell/v2"
+
+	"drawbridge/vault/tree"
+)
+
+var (
+	styleNormal = tcell.StyleDefault
+	styleBar    = tcell.StyleDefault.Reverse(true)
+	styleTitle  = tcell.StyleDefault.Bold(true)
+	styleSel    = tcell.StyleDefault.Reverse(true)
+	styleErr    = tcell.StyleDefault.Foreground(tcell.ColorRed).Bold(true)
+	styleDim    = tcell.StyleDefault.Dim(true)
+)
+
+var spinner = []string{"|", "/", "-", "\\"}
+
+// timeFmt is how the console shows times: UTC, to the second.
+const timeFmt = "2006-01-02 15:04:05Z"
+
+// canvas is where the view draws: a tcell screen clipped to its size.
+type canvas struct {
+	s    tcell.Screen
+	w, h int
+}
+
+// put writes text at (x, y), clipped to the screen; control characters and
+// invalid UTF-8 (names in snapshots are raw bytes) show as '?'.
+func (c canvas) put(x, y int, st tcell.Style, text string) int {
+	if y < 0 || y >= c.h {
+		return x
+	}
+	for i := 0; i < len(text) && x < c.w; {
+		r, n := utf8.DecodeRuneInString(text[i:])
+		i += n
+		if r == utf8.RuneError || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			r = '?'
+		}
+		c.s.SetContent(x, y, r, nil, st)
+		x++
+	}
+	return x
+}
+
+// line writes text and fills the rest of the row with st.
+func (c canvas) line(y int, st tcell.Style, text string) {
+	x := c.put(0, y, st, text)
+	for ; x < c.w; x++ {
+		c.s.SetContent(x, y, ' ', nil, st)
+	}
+}
+
+// Draw renders the Model onto s; only the rows that fit are built.
+func Draw(s tcell.Screen, m *Model) {
+	s.Clear()
+	w, h := s.Size()
+	c := canvas{s, w, h}
+	title := "Drawbridge console"
+	if m.status != nil && m.status.VaultID != "" {
+		title += "  vault " + short(m.status.VaultID, 12)
+	}
+	if m.b.ReadOnly() {
+		title += "  [read-only: the daemon holds the store]"
+	}
+	if m.reader != nil {
+		left := IdleTimeout - m.clock().Sub(m.lastKey)
+		title += fmt.Sprintf("  [unlocked, locks in %s]", left.Round(time.Second))
+	}
+	c.line(0, styleBar, " "+title)
+	switch m.screen {
+	case ScreenStatus:
+		drawStatus(c, m)
+	case ScreenSources:
+		drawSources(c, m)
+	case ScreenSnapshots:
+		drawSnapshots(c, m)
+	case ScreenBrowse:
+		drawBrowse(c, m)
+	}
+	if m.msg != "" {
+		st := styleNormal
+		if m.bad {
+			st = styleErr
+		}
+		c.line(h-2, st, " "+m.msg)
+	}
+	c.line(h-1, styleBar, " "+hints(m))
+	switch m.dialog {
+	case DialogHelp:
+		drawHelp(c)
+	case DialogPassphrase:
+		drawPassphrase(c, m)
+	case DialogTarget:
+		drawTarget(c, m)
+	case DialogRestore:
+		drawRestore(c, m)
+	}
+}
+
+// fit shortens s to n runes, marking the cut.
+func fit(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+func short(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func hints(m *Model) string {
+	switch m.dialog {
+	case DialogPassphrase:
+		return "Enter unlock   Esc cancel"
+	case DialogTarget:
+		return "Enter restore   Esc cancel"
+	case DialogRestore:
+		if m.job != nil && m.job.running {
+			return "Esc cancel the restore"
+		}
+		return "any key: close"
+	case DialogHelp:
+		return "any key: close the help"
+	}
+	switch m.screen {
+	case ScreenStatus:
+		return "Enter/b browse snapshots   r refresh   ? keys   q quit"
+	case ScreenSources, ScreenSnapshots:
+		return "Up/Down move   Enter open   Esc back   ? keys"
+	default:
+		return "Up/Down PgUp/PgDn move   Enter open   r restore   Esc back   ? keys"
+	}
+}
+
+func drawStatus(c canvas, m *Model) {
+	y := 2
+	if m.status == nil {
+		c.put(1, y, styleNormal, spinner[m.spin%len(spinner)]+" reading the store…")
+		return
+	}
+	st := m.status
+	c.put(1, y, styleTitle, "Windows")
+	y++
+	if st.Daemon == nil {
+		c.put(3, y, styleNormal, "no daemon status")
+		y++
+	} else {
+		d := st.Daemon
+		if d.Open != nil {
+			c.put(3, y, styleNormal, fmt.Sprintf("open now:    %s until %s", d.Open.Start.UTC().Format(timeFmt), d.Open.End.UTC().Format(timeFmt)))
+			y++
+		}
+		if d.LastWindow != nil {
+			lw := d.LastWindow
+			res := lw.Result
+			if lw.Error != "" {
+				res += ": " + lw.Error
+			}
+			c.put(3, y, styleNormal, fmt.Sprintf("last window: %s → %s  %s", lw.Start.UTC().Format(timeFmt), lw.End.UTC().Format(timeFmt), res))
+		} else {
+			c.put(3, y, styleNormal, "last window: none yet")
+		}
+		y++
+		if d.NextWindow != nil {
+			c.put(3, y, styleNormal, fmt.Sprintf("next window: %s → %s", d.NextWindow.Start.UTC().Format(timeFmt), d.NextWindow.End.UTC().Format(timeFmt)))
+		} else {
+			c.put(3, y, styleNormal, "next window: none scheduled")
+		}
+		y++
+		if d.ClockAlert != "" {
+			c.put(3, y, styleErr, "clock alert: "+d.ClockAlert)
+			y++
+		}
+	}
+	y++
+	c.put(1, y, styleTitle, "Sources")
+	y++
+	c.put(3, y, styleDim, fmt.Sprintf("%-16s %-12s  %-20s %9s %10s  %s", "SOURCE", "LAST SNAP", "TIME", "FILES", "BYTES", "STATUS"))
+	y++
+	if len(m.sources) == 0 {
+		c.put(3, y, styleNormal, "no snapshot yet")
+		y++
+	}
+	for _, src := range m.sources {
+		if y >= c.h-10 {
+			c.put(3, y, styleDim, fmt.Sprintf("… %d sources in all: browse to see every one", len(m.sources)))
+			y++
+			break
+		}
+		snaps := m.snapsOf(src)
+		id, when, files, bytes, status := "-", "-", "", "", "no snapshot"
+		if len(snaps) > 0 {
+			sn := snaps[0]
+			id, when = short(sn.ID, 12), sn.Time.UTC().Format(timeFmt)
+			files, bytes, status = fmt.Sprint(sn.Files), HumanBytes(sn.Bytes), sn.Status
+		}
+		stStyle := styleNormal
+		if d := st.Daemon; d != nil {
+			for _, s := range d.Sources {
+				if s.Name == src && s.LastError != "" && (len(snaps) == 0 || s.LastErrorTime.After(snaps[0].Time)) {
+					status, stStyle = "last pull failed: "+s.LastError, styleErr
+				}
+			}
+		}
+		x := c.put(3, y, styleNormal, fmt.Sprintf("%-16s %-12s  %-20s %9s %10s  ", short(src, 16), id, when, files, bytes))
+		c.put(x, y, stStyle, status)
+		y++
+	}
+	if st.SnapErr != "" {
+		c.put(3, y, styleErr, "snapshot list: "+st.SnapErr)
+		y++
+	}
+	y++
+	c.put(1, y, styleTitle, "Store")
+	y++
+	c.put(3, y, styleNormal, fmt.Sprintf("%d packs, %s on disk; %d snapshots", st.Packs, HumanBytes(st.PackBytes), len(st.Snapshots)))
+	y += 2
+	c.put(1, y, styleTitle, "Journal (latest)")
+	y++
+	if st.JournalErr != "" {
+		c.put(3, y, styleErr, st.JournalErr)
+		y++
+	}
+	for _, r := range st.Journal {
+		if y >= c.h-2 {
+			break
+		}
+		c.put(3, y, styleNormal, fmt.Sprintf("#%-5d %s  %-16s %s", r.Seq, r.Time.UTC().Format(timeFmt), r.Type, r.Message))
+		y++
+	}
+}
+
+// window returns the first row to show so that sel is visible in rows rows.
+func window(sel, n, rows int) int {
+	top := 0
+	if sel >= rows {
+		top = sel - rows + 1
+	}
+	return max(0, min(top, n-rows))
+}
+
+func drawSources(c canvas, m *Model) {
+	c.put(1, 1, styleTitle, "Sources")
+	rows := m.listRows()
+	top := window(m.srcSel, len(m.sources), rows)
+	for i := top; i < len(m.sources) && i < top+rows; i++ {
+		st := styleNormal
+		if i == m.srcSel {
+			st = styleSel
+		}
+		n := len(m.snapsOf(m.sources[i]))
+		c.line(3+i-top, st, fmt.Sprintf("  %-24s %d snapshots", m.sources[i], n))
+	}
+	if len(m.sources) == 0 {
+		c.put(2, 3, styleNormal, "no snapshot yet")
+	}
+}
+
+func drawSnapshots(c canvas, m *Model) {
+	src := ""
+	if len(m.sources) > 0 {
+		src = m.sources[m.srcSel]
+	}
+	c.put(1, 1, styleTitle, "Snapshots of "+src)
+	c.put(2, 2, styleDim, fmt.Sprintf("%-12s  %-20s %9s %10s  %s", "ID", "TIME", "FILES", "BYTES", "STATUS"))
+	rows := m.listRows()
+	top := window(m.snapSel, len(m.snaps), rows)
+	for i := top; i < len(m.snaps) && i < top+rows; i++ {
+		sn := m.snaps[i]
+		st := styleNormal
+		if i == m.snapSel {
+			st = styleSel
+		}
+		c.line(3+i-top, st, fmt.Sprintf("  %-12s  %-20s %9d %10s  %s", short(sn.ID, 12), sn.Time.UTC().Format(timeFmt), sn.Files, HumanBytes(sn.Bytes), sn.Status))
+	}
+}
+
+// entryRow is one row of the browser.
+func entryRow(e *tree.Entry) string {
+	name := e.Name
+	size := ""
+	switch e.Kind {
+	case tree.Dir:
+		name += "/"
+	case tree.File:
+		size = HumanBytes(int64(e.Size))
+	case tree.Symlink:
+		name += " -> " + e.Target
+	default:
+		size = e.Kind.String()
+	}
+	return fmt.Sprintf("  %04o %10s  %s  %s", e.Mode, size, time.Unix(e.MtimeSec, 0).UTC().Format("2006-01-02 15:04"), name)
+}
+
+// VisibleRows builds the rows of the browser that fit on the screen: the
+// first row's index and the rows, never more than listRows.
+func (m *Model) VisibleRows() (top int, rows []string) {
+	l := m.cur()
+	if l == nil {
+		return 0, nil
+	}
+	end := min(l.top+m.listRows(), len(l.entries))
+	for i := l.top; i < end; i++ {
+		rows = append(rows, entryRow(&l.entries[i]))
+	}
+	return l.top, rows
+}
+
+func drawBrowse(c canvas, m *Model) {
+	where := ""
+	if m.snap != nil {
+		where = fmt.Sprintf("%s  %s  ", m.snap.Source, short(m.snap.ID, 12))
+	}
+	c.put(1, 1, styleTitle, where+m.browsePath())
+	if m.loading != "" {
+		el := m.clock().Sub(m.loadAt).Round(100 * time.Millisecond)
+		c.put(1, 3, styleNormal, fmt.Sprintf("%s reading %s … %s (Esc to stop)", spinner[m.spin%len(spinner)], m.loading, el))
+		return
+	}
+	l := m.cur()
+	if l == nil {
+		return
+	}
+	c.put(1, 2, styleDim, fmt.Sprintf("%d entries", len(l.entries)))
+	if len(l.entries) > 0 {
+		pos := fmt.Sprintf("%d/%d", l.sel+1, len(l.entries))
+		c.put(c.w-len(pos)-1, 1, styleDim, pos)
+	}
+	top, rows := m.VisibleRows()
+	for i, r := range rows {
+		st := styleNormal
+		if top+i == l.sel {
+			st = styleSel
+		}
+		c.line(3+i, st, r)
+	}
+	if len(l.entries) == 0 {
+		c.put(2, 3, styleNormal, "(empty directory)")
+	}
+}
+
+// box draws a framed dialog of the given inner size, centred, and returns
+// the position of its first inner row.
+func box(c canvas, title string, w, h int) (x, y int) {
+	w = min(w, c.w-4)
+	x0, y0 := max((c.w-w)/2-1, 0), max((c.h-h)/2-1, 0)
+	for yy := y0; yy < y0+h+2 && yy < c.h; yy++ {
+		for xx := x0; xx < x0+w+2 && xx < c.w; xx++ {
+			ch := ' '
+			switch {
+			case (yy == y0 || yy == y0+h+1) && (xx == x0 || xx == x0+w+1):
+				ch = '+'
+			case yy == y0 || yy == y0+h+1:
+				ch = '-'
+			case xx == x0 || xx == x0+w+1:
+				ch = '|'
+			}
+			c.s.SetContent(xx, yy, ch, nil, styleNormal)
+		}
+	}
+	c.put(x0+2, y0, styleTitle, " "+title+" ")
+	return x0 + 2, y0 + 1
+}
+
+func drawHelp(c canvas) {
+	lines := []string{
+		"Status screen:  Enter or b  browse snapshots;  r  refresh;  q  quit",
+		"Lists:          Up/Down (j/k), PgUp/PgDn, Home/End (g/G)",
+		"                Enter or Right  open;  Esc, Left or q  back",
+		"Browser:        r  restore the selected file or directory",
+		"Dialogs:        Enter  confirm;  Esc  cancel",
+		"Ctrl-C          quit from anywhere",
+		"",
+		fmt.Sprintf("Reading contents needs the restore passphrase; it is forgotten after %s", IdleTimeout),
+		"without a key press. Unlocks, browsing and restores are journaled.",
+	}
+	x, y := box(c, "Keys", 78, len(lines))
+	for i, l := range lines {
+		c.put(x, y+i, styleNormal, l)
+	}
+}
+
+func drawPassphrase(c canvas, m *Model) {
+	x, y := box(c, "Restore passphrase", 60, 4)
+	c.put(x, y, styleNormal, "Reading snapshot contents needs the restore passphrase.")
+	c.put(x, y+1, styleDim, "(it is not shown as you type)")
+	if m.passBusy {
+		c.put(x, y+3, styleNormal, spinner[m.spin%len(spinner)]+" checking the passphrase…")
+	} else {
+		c.put(x, y+3, styleNormal, "Passphrase: ")
+		c.s.ShowCursor(x+12, y+3)
+	}
+}
+
+func drawTarget(c canvas, m *Model) {
+	what, _ := m.restoreWhat()
+	x, y := box(c, "Restore", 70, 5)
+	c.put(x, y, styleNormal, fit("Restore "+what, 70))
+	c.put(x, y+1, styleDim, "to a directory that is missing or empty (the drive):")
+	in := m.input
+	if r := []rune(in); len(r) > 60 {
+		in = "…" + string(r[len(r)-59:])
+	}
+	end := c.put(x, y+3, styleNormal, "> "+in)
+	c.s.ShowCursor(end, y+3)
+}
+
+func drawRestore(c canvas, m *Model) {
+	j := m.job
+	if j == nil {
+		return
+	}
+	x, y := box(c, "Restore", 70, 5)
+	c.put(x, y, styleNormal, fit(fmt.Sprintf("%s → %s", j.what, j.target), 70))
+	done := j.done.Load()
+	end := m.clock()
+	if !j.running {
+		end = j.ended
+	}
+	el := end.Sub(j.started).Seconds()
+	rate := 0.0
+	if el > 0 {
+		rate = float64(done) / el
+	}
+	const barW = 40
+	if j.total > 0 {
+		frac := min(float64(done)/float64(j.total), 1)
+		n := int(frac * barW)
+		eta := "-"
+		if rate > 0 && j.running {
+			eta = time.Duration(float64(j.total-done) / rate * float64(time.Second)).Round(time.Second).String()
+		}
+		c.put(x, y+1, styleNormal, "["+strings.Repeat("#", n)+strings.Repeat(".", barW-n)+fmt.Sprintf("] %3.0f%%", frac*100))
+		c.put(x, y+2, styleNormal, fmt.Sprintf("%s of %s  %s/s  ETA %s", HumanBytes(done), HumanBytes(j.total), HumanBytes(int64(rate)), eta))
+	} else {
+		sp := spinner[m.spin%len(spinner)]
+		if !j.running {
+			sp = "#"
+		}
+		c.put(x, y+1, styleNormal, fmt.Sprintf("%s %s  %s/s", sp, HumanBytes(done), HumanBytes(int64(rate))))
+	}
+	if j.running {
+		c.put(x, y+4, styleDim, "restoring… (Esc cancels)")
+		return
+	}
+	st := styleNormal
+	if j.failed {
+		st = styleErr
+	}
+	c.put(x, y+3, st, fit(j.result, 70))
+	c.put(x, y+4, styleDim, "press any key")
+}
