@@ -43,7 +43,7 @@ func (f *Fake) On(ctx context.Context, r Rules) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.on = true
-	f.rules = Rules{Interface: r.Interface, Allow: slices.Clone(r.Allow)}
+	f.rules = Rules{Interface: r.Interface, Allow: slices.Clone(r.Allow), DHCP: r.DHCP}
 	f.ops = append(f.ops, OpOn)
 	return nil
 }
@@ -69,7 +69,7 @@ func (f *Fake) Off(ctx context.Context) error {
 func (f *Fake) State() (on bool, r Rules) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.on, Rules{Interface: f.rules.Interface, Allow: slices.Clone(f.rules.Allow)}
+	return f.on, Rules{Interface: f.rules.Interface, Allow: slices.Clone(f.rules.Allow), DHCP: f.rules.DHCP}
 }
 
 // Transitions returns the operations that succeeded, oldest first.

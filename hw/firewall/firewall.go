@@ -5,11 +5,18 @@
 //
 // The rules are one nftables table, inet drawbridge:
 //
-//	input   policy drop: accept lo; accept ct state established,related; drop
-//	output  policy drop: accept lo; accept TCP to each source addr:port out
+//	input   policy drop: accept lo; [DHCP: accept UDP 67 -> 68 in on the
+//	        window's interface]; accept ct state established,related; drop
+//	output  policy drop: accept lo; [DHCP: accept UDP 68 -> 67 out of the
+//	        window's interface]; accept TCP to each source addr:port out
 //	        of the window's interface with ct state new,established;
 //	        accept ct state established,related; drop
 //	forward policy drop: drop
+//
+// The DHCP rules are there only when Rules.DHCP is set, for a window whose
+// address is leased: server addresses are not known in advance, and the
+// answer to a broadcast DISCOVER is no conntrack reply, so both directions
+// are matched by port alone.
 //
 // Invariants: On replaces the whole table in one nftables transaction, so
 // there is never a moment with half a rule set or none; a failed On leaves
@@ -33,6 +40,7 @@ const TableName = "drawbridge"
 type Rules struct {
 	Interface string           // the window's interface
 	Allow     []netip.AddrPort // the configured sources' address and port (TCP)
+	DHCP      bool             // the window's address is leased: let DHCPv4 through
 }
 
 // Firewall switches the window's rules on and off.

@@ -96,11 +96,17 @@ func build(c *nftables.Conn, r Rules) {
 
 	in := chain("input", nftables.ChainHookInput)
 	rule(in, meta(expr.MetaKeyIIFNAME, ifname("lo")), verdict(expr.VerdictAccept))
+	if r.DHCP {
+		rule(in, meta(expr.MetaKeyIIFNAME, ifname(r.Interface)), udpPorts(dhcpServerPort, dhcpClientPort), verdict(expr.VerdictAccept))
+	}
 	rule(in, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
 	rule(in, counted(expr.VerdictDrop))
 
 	out := chain("output", nftables.ChainHookOutput)
 	rule(out, meta(expr.MetaKeyOIFNAME, ifname("lo")), verdict(expr.VerdictAccept))
+	if r.DHCP {
+		rule(out, meta(expr.MetaKeyOIFNAME, ifname(r.Interface)), udpPorts(dhcpClientPort, dhcpServerPort), verdict(expr.VerdictAccept))
+	}
 	for _, a := range r.Allow {
 		rule(out,
 			meta(expr.MetaKeyOIFNAME, ifname(r.Interface)),
@@ -117,6 +123,22 @@ func build(c *nftables.Conn, r Rules) {
 
 	fwd := chain("forward", nftables.ChainHookForward)
 	rule(fwd, counted(expr.VerdictDrop))
+}
+
+// DHCPv4's ports (RFC 2131 §4.1).
+const (
+	dhcpServerPort = 67
+	dhcpClientPort = 68
+)
+
+// udpPorts matches IPv4 UDP from port sport to port dport.
+func udpPorts(sport, dport uint16) []expr.Any {
+	return slices.Concat(
+		meta(expr.MetaKeyNFPROTO, []byte{unix.NFPROTO_IPV4}),
+		meta(expr.MetaKeyL4PROTO, []byte{unix.IPPROTO_UDP}),
+		payload(expr.PayloadBaseTransportHeader, 0, binaryutil.BigEndian.PutUint16(sport)),
+		payload(expr.PayloadBaseTransportHeader, 2, binaryutil.BigEndian.PutUint16(dport)),
+	)
 }
 
 // ifname pads an interface name as the kernel stores it, so that the

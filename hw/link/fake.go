@@ -94,6 +94,10 @@ func (f *Fake) Up(ctx context.Context, name string, addr netip.Prefix, gw netip.
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("bring %s up: %w", name, err)
 	}
+	if !addr.IsValid() {
+		// There is no DHCP server in memory.
+		return fmt.Errorf("bring %s up: %w", name, ErrDHCPUnsupported)
+	}
 	if err := f.hook(OpUp, name); err != nil {
 		return fmt.Errorf("bring %s up: %w", name, err)
 	}

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,17 +19,38 @@ import (
 // namespace its handle was opened in. It is safe for concurrent use.
 type Netlink struct {
 	h *netlink.Handle
+	// ns is where DHCP's packet sockets are opened: an open handle, or
+	// netns.None() for the calling thread's namespace.
+	ns netns.NsHandle
+	// dhcp is false when the namespace of h is not known, so that a lease
+	// is never sought in some other namespace.
+	dhcp bool
+
+	mu     sync.Mutex
+	leases map[string]*nclient4.Lease // by interface name
 }
 
 // NewNetlink returns a Link that works through h. A handle from
 // netlink.NewHandleAt(ns) works in namespace ns whichever thread calls; a nil
 // h works in the namespace of the calling thread, with a socket per request.
 // The caller keeps ownership of h and closes it.
+//
+// DHCP needs sockets in the interface's namespace: with a nil h it works in
+// the calling thread's; with a non-nil h, Up refuses DHCP with
+// ErrDHCPUnsupported (NewNetlinkAt names the namespace).
 func NewNetlink(h *netlink.Handle) *Netlink {
 	if h == nil {
-		h = &netlink.Handle{}
+		return &Netlink{h: &netlink.Handle{}, ns: netns.None(), dhcp: true}
 	}
-	return &Netlink{h: h}
+	return &Netlink{h: h, ns: netns.None()}
+}
+
+// NewNetlinkAt returns a Link that works in network namespace ns through h,
+// a handle opened in ns (netlink.NewHandleAt(ns)), whichever thread calls;
+// DHCP works there too. The caller keeps ownership of h and ns, and keeps
+// both open while the Link is used.
+func NewNetlinkAt(h *netlink.Handle, ns netns.NsHandle) *Netlink {
+	return &Netlink{h: h, ns: ns, dhcp: true}
 }
 
 // dumpRetries bounds retries of a dump the kernel reports as interrupted
@@ -76,6 +100,9 @@ func (n *Netlink) Up(ctx context.Context, name string, addr netip.Prefix, gw net
 		}
 	}()
 
+	if !addr.IsValid() {
+		return n.upDHCP(ctx, l)
+	}
 	// Start from a clean interface: whatever addresses it had (from an
 	// earlier window or from someone else) go.
 	if err := n.flushAddrs(l); err != nil {
@@ -99,15 +126,22 @@ func (n *Netlink) Up(ctx context.Context, name string, addr netip.Prefix, gw net
 	if gw.IsValid() {
 		// The route goes in after the link is up: the kernel refuses a
 		// gateway it cannot reach through an up interface.
-		gw = gw.Unmap()
-		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-		if gw.Is6() {
-			dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		if err := n.defaultRoute(l, gw); err != nil {
+			return fmt.Errorf("bring %s up: %w", name, err)
 		}
-		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipNet(dst), Gw: net.IP(gw.AsSlice())}
-		if err := n.h.RouteReplace(r); err != nil {
-			return fmt.Errorf("bring %s up: default route via %s: %w", name, gw, err)
-		}
+	}
+	return nil
+}
+
+func (n *Netlink) defaultRoute(l netlink.Link, gw netip.Addr) error {
+	gw = gw.Unmap()
+	dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	if gw.Is6() {
+		dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipNet(dst), Gw: net.IP(gw.AsSlice())}
+	if err := n.h.RouteReplace(r); err != nil {
+		return fmt.Errorf("default route via %s: %w", gw, err)
 	}
 	return nil
 }
@@ -123,10 +157,12 @@ func (n *Netlink) Down(ctx context.Context, name string) error {
 	return n.down(l)
 }
 
-// down takes l down first, so that nothing more leaves through it, then
-// flushes what is left of its configuration.
+// down releases l's DHCP lease while l can still carry the release, takes
+// l down, so that nothing more leaves through it, then flushes what is left
+// of its configuration.
 func (n *Netlink) down(l netlink.Link) error {
 	name := l.Attrs().Name
+	n.release(l)
 	if err := n.h.LinkSetDown(l); err != nil {
 		return fmt.Errorf("take %s down: %w", name, notFound(name, err))
 	}

@@ -18,7 +18,7 @@ func TestNetlinkConformance(t *testing.T) {
 		p := linktest.NewPair(t)
 		p.AddCard("dbcard0", netip.MustParsePrefix("198.18.1.2/24"))
 		return linktest.Target{
-			Link:    link.NewNetlink(p.VaultHandle()),
+			Link:    link.NewNetlinkAt(p.VaultHandle(), p.Vault),
 			Iface:   p.VaultIf,
 			Other:   "dbcard0",
 			Addr:    linktest.VaultAddr,

@@ -152,7 +152,11 @@ func (w *Window) Open(ctx context.Context, deadline time.Time, run func(context.
 	base := context.WithoutCancel(ctx)
 	runCtx, cancelRun := context.WithCancel(base)
 	defer cancelRun()
-	s := &session{w: w, base: base, cancelRun: cancelRun, cutDone: make(chan struct{})}
+	// setup's context is cancelled as the cut begins, so that an Up still
+	// waiting for a DHCP lease gives way to the cut's Down.
+	setupCtx, cancelSetup := context.WithCancel(runCtx)
+	defer cancelSetup()
+	s := &session{w: w, base: base, cancelRun: cancelRun, cancelSetup: cancelSetup, cutDone: make(chan struct{})}
 	deadlineTimer := time.AfterFunc(left, func() { s.cut(ReasonScheduleEnd) })
 	defer deadlineTimer.Stop()
 	stopWatch := context.AfterFunc(ctx, func() { s.cut(ReasonCancelled) })
@@ -162,7 +166,7 @@ func (w *Window) Open(ctx context.Context, deadline time.Time, run func(context.
 		runDone  chan error
 		returned bool
 	)
-	if err := s.setup(runCtx, deadline); err != nil {
+	if err := s.setup(setupCtx, deadline); err != nil {
 		if !errors.Is(err, errCut) {
 			errs = append(errs, err)
 		}
@@ -231,9 +235,10 @@ var errCut = errors.New("window cut while opening")
 
 // session is the state of one Open.
 type session struct {
-	w         *Window
-	base      context.Context // not cancelled: for closing steps
-	cancelRun context.CancelFunc
+	w           *Window
+	base        context.Context // not cancelled: for closing steps
+	cancelRun   context.CancelFunc
+	cancelSetup context.CancelFunc
 
 	// linkMu orders link.Up against the cut: Up never runs after the cut
 	// has started, and the cut's Down waits for an Up in progress.
@@ -301,7 +306,7 @@ func (s *session) setup(ctx context.Context, deadline time.Time) error {
 	if ctx.Err() != nil {
 		return errCut
 	}
-	rules := firewall.Rules{Interface: w.Interface, Allow: w.Allow}
+	rules := firewall.Rules{Interface: w.Interface, Allow: w.Allow, DHCP: !w.Address.IsValid()}
 	if err := w.Firewall.On(ctx, rules); err != nil {
 		return cutOr(ctx, err)
 	}
@@ -354,6 +359,7 @@ func cutOr(ctx context.Context, err error) error {
 func (s *session) cut(reason string) {
 	s.once.Do(func() {
 		s.reason = reason
+		s.cancelSetup()
 		s.linkMu.Lock()
 		s.cutting = true
 		s.downErr = s.down()

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"drawbridge/hw/link"
 )
@@ -77,11 +78,18 @@ func Run(t *testing.T, newTarget func(t *testing.T) Target) {
 		}
 	})
 
-	t.Run("DHCPUnsupported", func(t *testing.T) {
+	t.Run("DHCPWithoutLease", func(t *testing.T) {
 		tg := newTarget(t)
-		err := tg.Link.Up(ctx, tg.Iface, netip.Prefix{}, netip.Addr{})
-		if !errors.Is(err, link.ErrDHCPUnsupported) {
-			t.Fatalf("Up without an address: %v, want ErrDHCPUnsupported", err)
+		// No DHCP server answers on a target's interface.
+		short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		defer cancel()
+		err := tg.Link.Up(short, tg.Iface, netip.Prefix{}, netip.Addr{})
+		if !errors.Is(err, link.ErrDHCPUnsupported) && !errors.Is(err, link.ErrNoLease) {
+			t.Fatalf("Up with DHCP and no server: %v, want ErrDHCPUnsupported or ErrNoLease", err)
+		}
+		wantState(t, tg.Link, tg.Iface, false)
+		if err := tg.Link.Up(ctx, tg.Iface, netip.Prefix{}, tg.Gateway); err == nil {
+			t.Fatal("Up with DHCP and a gateway succeeded")
 		}
 		wantState(t, tg.Link, tg.Iface, false)
 	})
