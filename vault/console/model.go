@@ -133,6 +133,9 @@ type Model struct {
 
 	status     *Status
 	statusBusy bool
+	statusAt   time.Time
+	latest     map[string]int // source → index in status.Snapshots of its newest
+	counts     map[string]int // source → snapshots
 
 	sources []string
 	srcSel  int
@@ -147,6 +150,7 @@ type Model struct {
 	then     action
 
 	input string // target directory being typed
+	whole bool   // the restore is of the directory shown, not the selected entry
 
 	snap    *store.Snapshot
 	root    tree.ID
@@ -176,8 +180,12 @@ func New(b Backend, o Options) *Model {
 // Init returns the Cmds to run at start.
 func (m *Model) Init() []Cmd { return []Cmd{m.loadStatus()} }
 
+// StatusEvery is how often the status is read again.
+const StatusEvery = 15 * time.Second
+
 func (m *Model) loadStatus() Cmd {
 	m.statusBusy = true
+	m.statusAt = m.clock()
 	b := m.b
 	return func() Msg { return statusMsg{b.Status(context.Background())} }
 }
@@ -198,13 +206,16 @@ func (m *Model) journal(typ, msg string, data any) Cmd {
 }
 
 // Update handles one Msg and returns the background work it starts.
-func (m *Model) Update(msg Msg) []Cmd {
+func (m *Model) Update(msg Msg) (cmds []Cmd) {
 	switch v := msg.(type) {
 	case Key:
 		m.lastKey = m.clock()
 		return m.key(v)
 	case Tick:
 		m.spin++
+		if !m.statusBusy && m.clock().Sub(m.statusAt) >= StatusEvery {
+			cmds = append(cmds, m.loadStatus())
+		}
 		if m.reader != nil && (m.job == nil || !m.job.running) && m.clock().Sub(m.lastKey) >= IdleTimeout {
 			m.forget()
 			m.say("the restore passphrase was forgotten after %s without a key press", IdleTimeout)
@@ -270,9 +281,11 @@ func (m *Model) Update(msg Msg) []Cmd {
 	case journalMsg:
 		if v.err != nil {
 			m.fail("not journaled: %v", v.err)
+		} else if !m.statusBusy {
+			return []Cmd{m.loadStatus()} // show the new record
 		}
 	}
-	return nil
+	return cmds
 }
 
 // forget drops the Reader and everything read with it.
@@ -297,8 +310,11 @@ func (m *Model) forget() {
 func (m *Model) setSources() {
 	seen := map[string]bool{}
 	var names []string
+	m.latest, m.counts = map[string]int{}, map[string]int{}
 	if m.status != nil {
-		for _, sn := range m.status.Snapshots {
+		for i, sn := range m.status.Snapshots {
+			m.latest[sn.Source] = i
+			m.counts[sn.Source]++
 			if !seen[sn.Source] {
 				seen[sn.Source] = true
 				names = append(names, sn.Source)
@@ -628,7 +644,8 @@ func (m *Model) keyBrowse(k Key) []Cmd {
 			return nil
 		}
 		return []Cmd{m.loadDir(e.Name, e.Subtree)}
-	case isRune(k, 'r'):
+	case isRune(k, 'r'), isRune(k, 'R'):
+		m.whole = k.Rune == 'R'
 		m.input = ""
 		m.dialog = DialogTarget
 		m.msg = ""
@@ -643,7 +660,10 @@ func (m *Model) keyBrowse(k Key) []Cmd {
 // bytes it holds (0 when unknown).
 func (m *Model) restoreWhat() (string, int64) {
 	l := m.cur()
-	if l == nil || len(l.entries) == 0 {
+	if l == nil || len(l.entries) == 0 || m.whole {
+		if len(m.stack) <= 1 && m.snap != nil {
+			return "/", m.snap.Bytes
+		}
 		return m.browsePath(), 0
 	}
 	e := l.entries[l.sel]

@@ -306,3 +306,24 @@ func screenText(s tcell.SimulationScreen) string {
 	}
 	return sb.String()
 }
+
+func TestRestoreWholeSnapshotAndRefresh(t *testing.T) {
+	b := newFake(2)
+	clk := &fakeClock{time.Unix(2e9, 0)}
+	m := started(t, b, clk)
+	keys(m, "Enter", "Enter", "Enter")
+	typeText(m, "right")
+	keys(m, "Enter", "R")
+	typeText(m, "/mnt/usb")
+	keys(m, "Enter")
+	if len(b.restored) != 1 || b.restored[0] != "/ -> /mnt/usb" {
+		t.Fatalf("restored %v", b.restored)
+	}
+	// The status is read again now and then.
+	b.snaps = append(b.snaps, store.Snapshot{ID: strings.Repeat("cd", 32), Source: "db1", Time: time.Unix(2e9, 0)})
+	clk.t = clk.t.Add(StatusEvery)
+	drive(m, Tick{})
+	if len(m.sources) != 2 {
+		t.Fatalf("sources after refresh: %v", m.sources)
+	}
+}

@@ -48,14 +48,22 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 	} else {
 		st.DaemonErr = err.Error()
 	}
-	snaps, err := b.Store.Snapshots()
+	s := b.Store
+	if !b.Writable {
+		// The daemon appends to the journal: open it again to see its end.
+		if fresh, err := store.Open(b.Dir, store.Options{JournalOnly: true}); err == nil {
+			defer fresh.Close()
+			s = fresh
+		}
+	}
+	snaps, err := s.Snapshots()
 	st.Snapshots = snaps
 	if err != nil {
 		st.SnapErr = err.Error()
 	}
 	st.Packs, st.PackBytes = packUsage(filepath.Join(b.Dir, "packs"))
 	var tail []journal.Record
-	err = b.Store.Journal().Scan(func(r journal.Record) error {
+	err = s.Journal().Scan(func(r journal.Record) error {
 		r.Data = nil
 		tail = append(tail, r)
 		if len(tail) > maxJournalShown {

@@ -140,7 +140,7 @@ func hints(m *Model) string {
 	case ScreenSources, ScreenSnapshots:
 		return "Up/Down move   Enter open   Esc back   ? keys"
 	default:
-		return "Up/Down PgUp/PgDn move   Enter open   r restore   Esc back   ? keys"
+		return "Up/Down PgUp/PgDn move   Enter open   r restore   R restore this directory   Esc back   ? keys"
 	}
 }
 
@@ -199,17 +199,17 @@ func drawStatus(c canvas, m *Model) {
 			y++
 			break
 		}
-		snaps := m.snapsOf(src)
 		id, when, files, bytes, status := "-", "-", "", "", "no snapshot"
-		if len(snaps) > 0 {
-			sn := snaps[0]
-			id, when = short(sn.ID, 12), sn.Time.UTC().Format(timeFmt)
+		var last time.Time
+		if i, ok := m.latest[src]; ok {
+			sn := st.Snapshots[i]
+			id, when, last = short(sn.ID, 12), sn.Time.UTC().Format(timeFmt), sn.Time
 			files, bytes, status = fmt.Sprint(sn.Files), HumanBytes(sn.Bytes), sn.Status
 		}
 		stStyle := styleNormal
 		if d := st.Daemon; d != nil {
 			for _, s := range d.Sources {
-				if s.Name == src && s.LastError != "" && (len(snaps) == 0 || s.LastErrorTime.After(snaps[0].Time)) {
+				if s.Name == src && s.LastError != "" && s.LastErrorTime.After(last) {
 					status, stStyle = "last pull failed: "+s.LastError, styleErr
 				}
 			}
@@ -260,7 +260,7 @@ func drawSources(c canvas, m *Model) {
 		if i == m.srcSel {
 			st = styleSel
 		}
-		n := len(m.snapsOf(m.sources[i]))
+		n := m.counts[m.sources[i]]
 		c.line(3+i-top, st, fmt.Sprintf("  %-24s %d snapshots", m.sources[i], n))
 	}
 	if len(m.sources) == 0 {
@@ -380,6 +380,7 @@ func drawHelp(c canvas) {
 		"Lists:          Up/Down (j/k), PgUp/PgDn, Home/End (g/G)",
 		"                Enter or Right  open;  Esc, Left or q  back",
 		"Browser:        r  restore the selected file or directory",
+		"                R  restore the directory shown (at the top: the whole snapshot)",
 		"Dialogs:        Enter  confirm;  Esc  cancel",
 		"Ctrl-C          quit from anywhere",
 		"",
