@@ -174,7 +174,7 @@ func TestConsoleInTmux(t *testing.T) {
 		t.Fatalf("restored file: %q, %v", got, err)
 	}
 	tt.keys("Enter") // closes the result
-	tt.waitFor(5*time.Second, "r restore   Esc back")
+	tt.waitFor(5*time.Second, "Enter open   r restore")
 
 	// The directory of 10,000 entries shows its first rows at once.
 	tt.keys("Up")
