@@ -3,6 +3,7 @@ package firewall_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/vishvananda/netns"
 
 	"drawbridge/hw/firewall"
 	"drawbridge/hw/link"
@@ -236,5 +238,78 @@ func checkTable(t *testing.T, p *linktest.Pair, want bool) {
 			t.Errorf("nft list shows no established,related rule:\n%s", out)
 		}
 		t.Logf("nft list table inet %s:\n%s", firewall.TableName, out)
+	}
+}
+
+// TestNFTablesDHCP checks the DHCP rules by their effect on UDP between the
+// two namespaces of a Pair: with Rules.DHCP the vault's client port may send
+// to a server port and hear from one; without it, neither; and no other
+// UDP gets through either way. Each exchange uses its own source address,
+// so that no conntrack entry of an earlier one lets it through.
+func TestNFTablesDHCP(t *testing.T) {
+	ctx := context.Background()
+	p := linktest.NewPair(t)
+	requireNFTables(t, p)
+	if err := link.NewNetlink(p.VaultHandle()).Up(ctx, p.VaultIf, linktest.VaultAddr, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	servers := []netip.Addr{
+		netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.4"),
+		netip.MustParseAddr("198.18.0.5"), netip.MustParseAddr("198.18.0.6"),
+		netip.MustParseAddr("198.18.0.7"),
+	}
+	for _, a := range servers {
+		p.IP(p.SourceNS, "addr", "add", netip.PrefixFrom(a, 24).String(), "dev", p.SourceIf)
+	}
+	vault := netip.AddrPortFrom(linktest.VaultAddr.Addr(), 68)
+	// send sends one datagram from one namespace to the other and reports
+	// whether it arrived.
+	send := func(fromNS, toNS netns.NsHandle, from, to netip.AddrPort) bool {
+		t.Helper()
+		var in, out *net.UDPConn
+		if err := linktest.Do(toNS, func() (err error) {
+			in, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(to))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		if err := linktest.Do(fromNS, func() (err error) {
+			out, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(from), net.UDPAddrFromAddrPort(to))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		out.Write([]byte("dhcp"))
+		in.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, err := in.Read(make([]byte, 16))
+		return err == nil
+	}
+	fw := firewall.NewNFTablesAt(p.Vault)
+	t.Cleanup(func() { fw.Off(ctx) })
+	if err := fw.On(ctx, firewall.Rules{Interface: p.VaultIf}); err != nil {
+		t.Fatal(err)
+	}
+	if send(p.Vault, p.Source, vault, netip.AddrPortFrom(servers[0], 67)) {
+		t.Fatal("vault 68 -> server 67 went out without Rules.DHCP")
+	}
+	if send(p.Source, p.Vault, netip.AddrPortFrom(servers[1], 67), vault) {
+		t.Fatal("server 67 -> vault 68 came in without Rules.DHCP")
+	}
+	if err := fw.On(ctx, firewall.Rules{Interface: p.VaultIf, DHCP: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !send(p.Vault, p.Source, vault, netip.AddrPortFrom(servers[2], 67)) {
+		t.Fatal("vault 68 -> server 67 did not go out with Rules.DHCP")
+	}
+	if !send(p.Source, p.Vault, netip.AddrPortFrom(servers[3], 67), vault) {
+		t.Fatal("server 67 -> vault 68 did not come in with Rules.DHCP")
+	}
+	if send(p.Vault, p.Source, netip.AddrPortFrom(vault.Addr(), 5353), netip.AddrPortFrom(servers[4], 67)) {
+		t.Fatal("vault 5353 -> server 67 went out: only the client port may")
+	}
+	if send(p.Source, p.Vault, netip.AddrPortFrom(servers[4], 53), vault) {
+		t.Fatal("server 53 -> vault 68 came in: only the server port may")
 	}
 }
