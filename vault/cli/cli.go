@@ -90,6 +90,7 @@ func init() {
 		{"snapshots", "list snapshots [--source NAME]", []string{"source"}, nil, cmdSnapshots},
 		{"ls", "list a snapshot's files: ls SNAP [PATH]", nil, nil, cmdLs},
 		{"restore", "restore SNAP[:PATH] --target DIR", []string{"target"}, nil, cmdRestore},
+		{"export", "plain-file export with a signed manifest: export SNAP[:PATH] --to DIR [--verifiers DIR]", []string{"to", "verifiers"}, nil, cmdExport},
 		{"verify", "check packs, journal and index [--deep: decrypt and re-hash everything]", nil, []string{"deep"}, cmdVerify},
 		{"journal", "print the journal", nil, nil, cmdJournal},
 		{"index", "index rebuild: rebuild the index from the packs", nil, nil, cmdIndex},

@@ -1,0 +1,228 @@
+package manifest
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"drawbridge/vault/seal"
+)
+
+// Result is what Verify found.
+type Result struct {
+	Manifest    *Manifest // nil when there is no readable MANIFEST
+	Fingerprint string    // of the public key in the MANIFEST
+	Problems    []string  // each names what is wrong; empty when the export is valid
+	NotExported []string  // entries the exporter could not write, with why
+	Files       int64     // files checked
+	Bytes       int64     // content bytes hashed
+}
+
+// OK reports whether the export is complete, signed and unchanged.
+func (r *Result) OK() bool { return len(r.Problems) == 0 && r.Manifest != nil }
+
+// Verify checks the export in dir (the drawbridge-export directory): the
+// MANIFEST's signature by the key it names (and, when key is not empty, that
+// the key has that fingerprint), then every entry under files/ against it,
+// and that files/ holds nothing else. The walk never follows a symlink.
+// The error is for a dir that cannot be read at all; everything found wrong
+// with the export is in Result.Problems.
+func Verify(dir, key string) (*Result, error) {
+	r := &Result{}
+	mb, err := readCapped(filepath.Join(dir, Name), MaxManifest)
+	if errors.Is(err, fs.ErrNotExist) {
+		r.Problems = append(r.Problems, "incomplete export: no MANIFEST (the export was interrupted, or this is not an export directory)")
+		return r, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", Name, err)
+	}
+	m, err := Parse(mb)
+	if err != nil {
+		if errors.Is(err, ErrIncomplete) {
+			r.Problems = append(r.Problems, err.Error())
+		} else {
+			r.Problems = append(r.Problems, fmt.Sprintf("manifest invalid: %v", err))
+		}
+		return r, nil
+	}
+	r.Manifest = m
+	r.Fingerprint = seal.Fingerprint(m.PublicKey)
+	sb, err := readCapped(filepath.Join(dir, SigName), MaxSig)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		r.Problems = append(r.Problems, "incomplete export: no MANIFEST.sig")
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", SigName, err)
+	default:
+		sig, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(sb)))
+		if derr != nil || !seal.Verify(m.PublicKey, Domain, mb, sig) {
+			r.Problems = append(r.Problems, "manifest signature invalid: MANIFEST or MANIFEST.sig was changed, or signed by another key")
+		}
+	}
+	if m.Identity != r.Fingerprint {
+		r.Problems = append(r.Problems, fmt.Sprintf("manifest invalid: it names key fingerprint %s but holds a key with fingerprint %s", m.Identity, r.Fingerprint))
+	}
+	if key != "" && normalize(key) != normalize(r.Fingerprint) {
+		r.Problems = append(r.Problems, fmt.Sprintf("manifest signed by key %s, not by the required key %s", r.Fingerprint, key))
+	}
+	r.checkFiles(filepath.Join(dir, FilesDir))
+	return r, nil
+}
+
+func normalize(fp string) string {
+	return strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(fp))
+}
+
+func readCapped(name string, max int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("larger than %d bytes", max)
+	}
+	return b, nil
+}
+
+func (r *Result) checkFiles(root string) {
+	want := map[string]*Entry{}
+	for i := range r.Manifest.Entries {
+		e := &r.Manifest.Entries[i]
+		if e.NotExported != "" {
+			r.NotExported = append(r.NotExported, fmt.Sprintf("%s (%s)", Escape(e.Path), e.NotExported))
+		}
+		if e.OnDisk() {
+			want[e.Path] = e
+		}
+	}
+	seen := map[string]bool{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == root {
+				return err
+			}
+			rel := relOf(root, p)
+			r.Problems = append(r.Problems, fmt.Sprintf("unreadable: %s: %v", Escape(rel), err))
+			seen[rel] = true
+			return nil
+		}
+		if p == root {
+			return nil
+		}
+		rel := relOf(root, p)
+		e, ok := want[rel]
+		if !ok {
+			r.Problems = append(r.Problems, "extra: "+Escape(rel))
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		seen[rel] = true
+		if msg := r.check(p, d, e); msg != "" {
+			r.Problems = append(r.Problems, fmt.Sprintf("changed: %s (%s)", Escape(rel), msg))
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.Problems = append(r.Problems, fmt.Sprintf("incomplete export: cannot read %s: %v", FilesDir, err))
+		return
+	}
+	var missing []string
+	for p := range want {
+		if !seen[p] && !underMissing(p, seen, want) {
+			missing = append(missing, p)
+		}
+	}
+	sort.Strings(missing)
+	for _, p := range missing {
+		r.Problems = append(r.Problems, "missing: "+Escape(p))
+	}
+}
+
+// underMissing: p lies in a directory that is itself missing or was
+// reported changed (not walked), so reporting p again adds nothing.
+func underMissing(p string, seen map[string]bool, want map[string]*Entry) bool {
+	for i := strings.LastIndexByte(p, '/'); i > 0; i = strings.LastIndexByte(p[:i], '/') {
+		if _, ok := want[p[:i]]; ok && !seen[p[:i]] {
+			return true
+		}
+	}
+	return false
+}
+
+func relOf(root, p string) string {
+	rel, err := filepath.Rel(root, p)
+	if err != nil {
+		return filepath.ToSlash(p)
+	}
+	return filepath.ToSlash(rel)
+}
+
+// check compares one thing on the drive with its entry; "" means it matches.
+func (r *Result) check(p string, d fs.DirEntry, e *Entry) string {
+	t := d.Type()
+	switch e.Type {
+	case TypeDir:
+		if !d.IsDir() {
+			return "not a directory"
+		}
+	case TypeSymlink:
+		if t&fs.ModeSymlink == 0 {
+			return "not a symlink"
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			return err.Error()
+		}
+		if target != e.Target && filepath.ToSlash(target) != e.Target {
+			return "symlink target differs"
+		}
+	case TypeFile, TypeHardlink:
+		if !t.IsRegular() {
+			return "not a regular file"
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err.Error()
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return err.Error()
+		}
+		if fi.Size() != e.Size {
+			return fmt.Sprintf("size %d, the manifest says %d", fi.Size(), e.Size)
+		}
+		h := seal.NewSHA256()
+		n, err := io.Copy(h, f)
+		r.Files++
+		r.Bytes += n
+		if err != nil {
+			return "read: " + err.Error()
+		}
+		if n != e.Size {
+			return fmt.Sprintf("read %d bytes, the manifest says %d", n, e.Size)
+		}
+		if hex.EncodeToString(h.Sum(nil)) != e.SHA256 {
+			return "sha256 differs"
+		}
+	}
+	return ""
+}
