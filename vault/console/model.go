@@ -272,7 +272,7 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		}
 		r := v.rep
 		j.failed = len(r.Damaged) > 0
-		j.result = fmt.Sprintf("restored %s to %s: %d files, %d dirs, %s", j.what, j.target, r.Files, r.Dirs, HumanBytes(r.Bytes))
+		j.result = fmt.Sprintf("restored to %s: %d files, %d dirs, %s", j.target, r.Files, r.Dirs, HumanBytes(r.Bytes))
 		if j.failed {
 			j.result += fmt.Sprintf("; %d entries damaged, not restored intact", len(r.Damaged))
 		}

@@ -187,7 +187,7 @@ func drawStatus(c canvas, m *Model) {
 	y++
 	c.put(1, y, styleTitle, "Sources")
 	y++
-	c.put(3, y, styleDim, fmt.Sprintf("%-16s %-12s  %-20s %9s %10s  %s", "SOURCE", "LAST SNAP", "TIME", "FILES", "BYTES", "STATUS"))
+	c.put(3, y, styleDim, fmt.Sprintf("%-12s %-12s  %-20s %7s %10s  %s", "SOURCE", "LAST SNAP", "TIME", "FILES", "BYTES", "STATUS"))
 	y++
 	if len(m.sources) == 0 {
 		c.put(3, y, styleNormal, "no snapshot yet")
@@ -214,7 +214,7 @@ func drawStatus(c canvas, m *Model) {
 				}
 			}
 		}
-		x := c.put(3, y, styleNormal, fmt.Sprintf("%-16s %-12s  %-20s %9s %10s  ", short(src, 16), id, when, files, bytes))
+		x := c.put(3, y, styleNormal, fmt.Sprintf("%-12s %-12s  %-20s %7s %10s  ", short(src, 12), id, when, files, bytes))
 		c.put(x, y, stStyle, status)
 		y++
 	}
@@ -408,7 +408,7 @@ func drawPassphrase(c canvas, m *Model) {
 func drawTarget(c canvas, m *Model) {
 	what, _ := m.restoreWhat()
 	x, y := box(c, "Restore", 70, 5)
-	c.put(x, y, styleNormal, fit("Restore "+what, 70))
+	c.put(x, y, styleNormal, fit("Restore "+what, 66))
 	c.put(x, y+1, styleDim, "to a directory that is missing or empty (the drive):")
 	in := m.input
 	if r := []rune(in); len(r) > 60 {
@@ -424,7 +424,7 @@ func drawRestore(c canvas, m *Model) {
 		return
 	}
 	x, y := box(c, "Restore", 70, 5)
-	c.put(x, y, styleNormal, fit(fmt.Sprintf("%s → %s", j.what, j.target), 70))
+	c.put(x, y, styleNormal, fit(fmt.Sprintf("%s → %s", j.what, j.target), 66))
 	done := j.done.Load()
 	end := m.clock()
 	if !j.running {
@@ -439,12 +439,15 @@ func drawRestore(c canvas, m *Model) {
 	if j.total > 0 {
 		frac := min(float64(done)/float64(j.total), 1)
 		n := int(frac * barW)
-		eta := "-"
-		if rate > 0 && j.running {
-			eta = time.Duration(float64(j.total-done) / rate * float64(time.Second)).Round(time.Second).String()
+		eta := "ETA -"
+		switch {
+		case !j.running:
+			eta = "took " + end.Sub(j.started).Round(time.Millisecond).String()
+		case rate > 0:
+			eta = "ETA " + time.Duration(float64(j.total-done)/rate*float64(time.Second)).Round(time.Second).String()
 		}
 		c.put(x, y+1, styleNormal, "["+strings.Repeat("#", n)+strings.Repeat(".", barW-n)+fmt.Sprintf("] %3.0f%%", frac*100))
-		c.put(x, y+2, styleNormal, fmt.Sprintf("%s of %s  %s/s  ETA %s", HumanBytes(done), HumanBytes(j.total), HumanBytes(int64(rate)), eta))
+		c.put(x, y+2, styleNormal, fmt.Sprintf("%s of %s  %s/s  %s", HumanBytes(done), HumanBytes(j.total), HumanBytes(int64(rate)), eta))
 	} else {
 		sp := spinner[m.spin%len(spinner)]
 		if !j.running {
@@ -460,6 +463,6 @@ func drawRestore(c canvas, m *Model) {
 	if j.failed {
 		st = styleErr
 	}
-	c.put(x, y+3, st, fit(j.result, 70))
+	c.put(x, y+3, st, fit(j.result, 66))
 	c.put(x, y+4, styleDim, "press any key")
 }
