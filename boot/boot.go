@@ -23,6 +23,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -298,7 +299,7 @@ func (a *Appliance) loadModules(ctx context.Context, log *Log) error {
 	for _, m := range plan.Missing {
 		log.Warnf("module %s is not in the image", m)
 	}
-	r := kmod.LoadAll(a.HW.Modules, plan)
+	r := kmod.LoadAll(a.HW.Modules, plan, max(2, runtime.NumCPU()))
 	for _, err := range r.Failed {
 		log.Warnf("%v", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -203,6 +204,9 @@ type Plan struct {
 	// Load is every module file to load, relative to the module dir, in
 	// an order where each comes after the modules it needs.
 	Load []string
+	// Needs maps a file of Load to the files of Load it needs loaded
+	// first (its dependencies and soft dependencies).
+	Needs map[string][]string
 	// Builtin are the requested names compiled into the kernel.
 	Builtin []string
 	// Missing are the requested names found neither as a module nor
@@ -216,7 +220,7 @@ type Plan struct {
 // module whose hard dependency is missing is still planned (loading it will
 // fail and say why).
 func (ix *Index) Resolve(names ...string) Plan {
-	r := resolver{ix: ix, seen: map[string]bool{}}
+	r := resolver{ix: ix, seen: map[string]bool{}, plan: Plan{Needs: map[string][]string{}}}
 	for _, n := range names {
 		name := Name(n)
 		switch {
@@ -258,6 +262,7 @@ func (r *resolver) add(name string) {
 	if file == "" {
 		return
 	}
+	var needs []string
 	for _, p := range r.ix.pre[name] {
 		targets := r.ix.lookup(p)
 		if len(targets) == 0 {
@@ -265,13 +270,22 @@ func (r *resolver) add(name string) {
 		}
 		for _, t := range targets {
 			r.add(t)
+			needs = append(needs, t)
 		}
 	}
 	deps := r.ix.deps[name]
 	for i := len(deps) - 1; i >= 0; i-- {
 		r.add(deps[i])
+		needs = append(needs, deps[i])
 	}
 	r.plan.Load = append(r.plan.Load, file)
+	for _, n := range needs {
+		// A module in a dependency cycle is not yet in Load when the
+		// cycle comes back to it: its order in Load decides.
+		if f := r.ix.files[n]; f != "" && r.ix.builtin[n] == "" && slices.Contains(r.plan.Load, f) && f != file {
+			r.plan.Needs[file] = append(r.plan.Needs[file], f)
+		}
+	}
 }
 
 // lookup finds the modules a soft dependency names: a module name or an

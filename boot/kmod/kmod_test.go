@@ -4,8 +4,10 @@ import (
 	"errors"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 )
 
 // A slice of Debian 12's module index, as depmod writes it.
@@ -163,7 +165,9 @@ func TestResolve(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := ix.Resolve(tc.names...); !reflect.DeepEqual(got, tc.want) {
+			got := ix.Resolve(tc.names...)
+			got.Needs = nil
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("Resolve(%q)\n got %#v\nwant %#v", tc.names, got, tc.want)
 			}
 		})
@@ -197,7 +201,7 @@ func TestSubset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sub.Resolve(names...); !reflect.DeepEqual(got, full) {
+	if got := sub.Resolve(names...); !reflect.DeepEqual(got.Load, full.Load) || !reflect.DeepEqual(got.Needs, full.Needs) {
 		t.Errorf("subset plan\n got %#v\nwant %#v", got, full)
 	}
 	if strings.Contains(string(files[DepFile]), "virtio_pci") {
@@ -208,15 +212,92 @@ func TestSubset(t *testing.T) {
 	}
 }
 
-type fakeLoader map[string]error
+func TestNeeds(t *testing.T) {
+	p := testIndex(t).Resolve("ext4", "uas", "a")
+	want := map[string][]string{
+		"kernel/fs/jbd2/jbd2.ko": {"kernel/crypto/crc32c_generic.ko", "kernel/arch/x86/crypto/crc32c-intel.ko"},
+		"kernel/fs/ext4/ext4.ko": {
+			"kernel/crypto/crc32c_generic.ko", "kernel/arch/x86/crypto/crc32c-intel.ko",
+			"kernel/fs/jbd2/jbd2.ko", "kernel/fs/mbcache.ko", "kernel/lib/crc16.ko",
+		},
+		"kernel/drivers/scsi/scsi_mod.ko":    {"kernel/drivers/scsi/scsi_common.ko"},
+		"kernel/drivers/usb/core/usbcore.ko": {"kernel/drivers/usb/common/usb-common.ko"},
+		"kernel/drivers/usb/storage/usb-storage.ko": {
+			"kernel/drivers/usb/common/usb-common.ko", "kernel/drivers/usb/core/usbcore.ko",
+			"kernel/drivers/scsi/scsi_common.ko", "kernel/drivers/scsi/scsi_mod.ko",
+		},
+		"kernel/drivers/usb/storage/uas.ko": {
+			"kernel/drivers/usb/common/usb-common.ko", "kernel/drivers/usb/core/usbcore.ko",
+			"kernel/drivers/scsi/scsi_common.ko", "kernel/drivers/scsi/scsi_mod.ko",
+			"kernel/drivers/usb/storage/usb-storage.ko",
+		},
+		// The cycle: a needs b, and b (loaded first) needs nothing.
+		"kernel/drivers/loopy/a.ko": {"kernel/drivers/loopy/b.ko"},
+	}
+	if !reflect.DeepEqual(p.Needs, want) {
+		t.Errorf("Needs\n got %v\nwant %v", p.Needs, want)
+	}
+}
 
-func (f fakeLoader) Load(file string) error { return f[Name(file)] }
+// recordingLoader records the order of loads and fails the listed ones.
+type recordingLoader struct {
+	mu    sync.Mutex
+	order []string
+	fail  map[string]error
+	busy  int // loads in progress now
+	most  int // most loads in progress at once
+}
+
+func (l *recordingLoader) Load(file string) error {
+	l.mu.Lock()
+	l.busy++
+	l.most = max(l.most, l.busy)
+	l.mu.Unlock()
+	time.Sleep(2 * time.Millisecond)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.busy--
+	l.order = append(l.order, file)
+	return l.fail[Name(file)]
+}
 
 func TestLoadAll(t *testing.T) {
 	p := Plan{Load: []string{"a.ko", "b.ko", "c.ko", "d.ko", "e.ko"}}
-	r := LoadAll(fakeLoader{"b": errors.New("load module b: exec format error"), "c": ErrLoaded, "e": ErrNoDevice}, p)
+	r := LoadAll(&recordingLoader{fail: map[string]error{"b": errors.New("load module b: exec format error"), "c": ErrLoaded, "e": ErrNoDevice}}, p, 3)
 	if !reflect.DeepEqual(r.Loaded, []string{"a", "d"}) || !reflect.DeepEqual(r.Already, []string{"c"}) ||
 		!reflect.DeepEqual(r.NoDevice, []string{"e"}) || len(r.Failed) != 1 {
 		t.Errorf("LoadAll = %+v", r)
+	}
+}
+
+// TestLoadAllOrder loads a real plan in parallel and checks that every
+// module was loaded after the modules it needs, and that independent
+// modules did load at the same time.
+func TestLoadAllOrder(t *testing.T) {
+	ix := testIndex(t)
+	p := ix.Resolve("ext4", "uas", "virtio_blk", "virtio_pci", "a")
+	for _, workers := range []int{1, 2, 8} {
+		l := &recordingLoader{fail: map[string]error{"scsi_mod": errors.New("load module scsi_mod: exec format error")}}
+		r := LoadAll(l, p, workers)
+		if len(l.order) != len(p.Load) {
+			t.Fatalf("%d workers: loaded %d of %d", workers, len(l.order), len(p.Load))
+		}
+		pos := map[string]int{}
+		for i, f := range l.order {
+			pos[f] = i
+		}
+		for f, needs := range p.Needs {
+			for _, n := range needs {
+				if pos[n] > pos[f] {
+					t.Errorf("%d workers: %s loaded before %s, which it needs", workers, f, n)
+				}
+			}
+		}
+		if len(r.Failed) != 1 {
+			t.Errorf("%d workers: failed %v", workers, r.Failed)
+		}
+		if workers > 1 && l.most < 2 {
+			t.Errorf("%d workers: never more than one load at a time", workers)
+		}
 	}
 }

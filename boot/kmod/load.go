@@ -57,13 +57,57 @@ type Result struct {
 	Failed   []error  // one error per module that would not load
 }
 
-// LoadAll loads every file of a plan in order. It goes on past a failure:
-// a module that does not load costs only the devices that need it.
-func LoadAll(l Loader, p Plan) Result {
+// LoadAll loads the files of a plan, up to workers at a time, each once
+// the modules it needs have been tried. It goes on past a failure: a
+// module that does not load costs only the devices that need it (and the
+// modules that need it, which then fail to load and say why). Loading in
+// parallel matters: some modules probe their hardware for a long time in
+// their init (ahci waits for its SATA links).
+func LoadAll(l Loader, p Plan, workers int) Result {
+	workers = max(workers, 1)
+	index := map[string]int{}
+	for i, f := range p.Load {
+		index[f] = i
+	}
+	waiting := make([]int, len(p.Load)) // how many needed modules are not yet tried
+	dependents := make([][]int, len(p.Load))
+	for i, f := range p.Load {
+		for _, n := range p.Needs[f] {
+			if j, ok := index[n]; ok && j != i {
+				waiting[i]++
+				dependents[j] = append(dependents[j], i)
+			}
+		}
+	}
+	errs := make([]error, len(p.Load))
+	todo := make(chan int, len(p.Load))
+	done := make(chan int, len(p.Load))
+	for i := range p.Load {
+		if waiting[i] == 0 {
+			todo <- i
+		}
+	}
+	for range workers {
+		go func() {
+			for i := range todo {
+				errs[i] = l.Load(p.Load[i])
+				done <- i
+			}
+		}()
+	}
+	for range p.Load {
+		i := <-done
+		for _, d := range dependents[i] {
+			if waiting[d]--; waiting[d] == 0 {
+				todo <- d
+			}
+		}
+	}
+	close(todo)
+
 	var r Result
-	for _, f := range p.Load {
-		err := l.Load(f)
-		switch {
+	for i, f := range p.Load {
+		switch err := errs[i]; {
 		case err == nil:
 			r.Loaded = append(r.Loaded, Name(f))
 		case errors.Is(err, ErrLoaded):
