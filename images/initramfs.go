@@ -107,7 +107,10 @@ func BuildInitramfs(ctx context.Context, cfg InitramfsConfig) error {
 		uimage.WithOutput(&zstdCPIO{path: cfg.Out}),
 	}
 	if cfg.Debug {
-		mods = append(mods, uimage.WithCommands(nil, goBuilder{log: cfg.Log}, debugTools...))
+		// goshliner: gosh's plain line editor, which works on a serial
+		// console; its default editor asks the terminal for its colours
+		// and waits for an answer a serial line never gives.
+		mods = append(mods, uimage.WithCommands(nil, goBuilder{tags: []string{"goshliner"}, log: cfg.Log}, debugTools...))
 	}
 	for _, f := range plan.Load {
 		mods = append(mods, uimage.WithFiles(filepath.Join(cfg.ModulesDir, f)+":"+path.Join("lib/modules", cfg.Release, f)))
@@ -165,6 +168,11 @@ type goBuilder struct {
 func (goBuilder) DefaultBinaryDir() string { return "bin" }
 
 func (b goBuilder) Build(_ *llog.Logger, af *initramfs.Files, o builder.Opts) error {
+	// The builder's directory becomes the archive's root: make it 0755,
+	// not the 0700 of a fresh temporary directory.
+	if err := os.Chmod(o.TempDir, 0o755); err != nil {
+		return err
+	}
 	dir := filepath.Join(o.TempDir, o.BinaryDir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
