@@ -52,6 +52,9 @@ func (n *Netlink) upDHCP(ctx context.Context, l netlink.Link) error {
 	if err := n.h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring %s up: set up: %w", name, err)
 	}
+	if err := n.waitOperUp(ctx, l); err != nil {
+		return fmt.Errorf("bring %s up: %w: %w", name, ErrNoLease, err)
+	}
 	c, err := n.dhcpClient(l)
 	if err != nil {
 		return fmt.Errorf("bring %s up: dhcp: %w", name, err)
@@ -86,6 +89,28 @@ func (n *Netlink) upDHCP(ctx context.Context, l netlink.Link) error {
 		}
 	}
 	return nil
+}
+
+// waitOperUp waits until the kernel has l ready to carry packets: until
+// then (a carrier, and up to a second of the kernel's link watch after it)
+// what is sent is dropped, and the first DISCOVER would be lost.
+func (n *Netlink) waitOperUp(ctx context.Context, l netlink.Link) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		cur, err := n.h.LinkByIndex(l.Attrs().Index)
+		if err != nil {
+			return fmt.Errorf("link state: %w", notFound(l.Attrs().Name, err))
+		}
+		if st := cur.Attrs().OperState; st == netlink.OperUp || st == netlink.OperUnknown {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no carrier: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // leased reads the address, prefix and router of an ACK, refusing what

@@ -167,14 +167,37 @@ func TestNetlinkDHCP(t *testing.T) {
 	}
 	wantCarrier(t, p, false)
 	// The release reached the server, which dropped the lease.
+	wantReleased(t, leases, got.Addr(), "Down")
+
+	// A static address in place of a lease gives the lease back too.
+	if err := l.Up(ctx, p.VaultIf, netip.Prefix{}, netip.Addr{}); err != nil {
+		t.Fatalf("second Up with DHCP: %v", err)
+	}
+	_, all, _ = l.State(p.VaultIf)
+	if len(all) == 0 {
+		t.Fatal("second Up with DHCP: no address")
+	}
+	if err := l.Up(ctx, p.VaultIf, linktest.VaultAddr, netip.Addr{}); err != nil {
+		t.Fatalf("Up with a static address: %v", err)
+	}
+	wantReleased(t, leases, all[0].Addr(), "a static Up")
+	if err := l.Down(ctx, p.VaultIf); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+}
+
+// wantReleased waits for dnsmasq to drop the lease of addr from its lease
+// file.
+func wantReleased(t *testing.T, leases string, addr netip.Addr, after string) {
+	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		b, err := os.ReadFile(leases)
-		if err == nil && !strings.Contains(string(b), " "+got.Addr().String()+" ") {
-			break
+		if err == nil && !strings.Contains(string(b), " "+addr.String()+" ") {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dnsmasq still holds the lease after Down: %q (%v)", b, err)
+			t.Fatalf("dnsmasq still holds the lease of %v after %s: %q (%v)", addr, after, b, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

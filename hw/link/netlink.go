@@ -100,6 +100,9 @@ func (n *Netlink) Up(ctx context.Context, name string, addr netip.Prefix, gw net
 		}
 	}()
 
+	// A lease from an earlier Up goes back while its address is still
+	// there to send the release from.
+	n.release(l)
 	if !addr.IsValid() {
 		return n.upDHCP(ctx, l)
 	}
