@@ -75,7 +75,7 @@ func cmdRun(ctx context.Context, c *call) error {
 			return fmt.Errorf("netlink in network namespace %s: %w", nsName, err)
 		}
 		defer h.Close()
-		lk, fw, dial = link.NewNetlink(h), firewall.NewNFTablesAt(ns), daemon.DialIn(ns)
+		lk, fw, dial = link.NewNetlinkAt(h, ns), firewall.NewNFTablesAt(ns), daemon.DialIn(ns)
 	case takeOver || onAppliance():
 		lk, fw = link.NewNetlink(nil), firewall.NewNFTables()
 	default:
