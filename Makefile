@@ -41,14 +41,16 @@ bench: ## drawbridge against restic on generated data (BENCHFLAGS=-quick for a s
 demo: ## hosted mode: a store in demo/, back up a demo tree, list, verify, restore
 	@bash .ci/demo
 
-image: ## build the appliance disk image
-	@echo "not built yet: see the appliance image issue"; exit 1
+image: ## build kernel, initramfs and UEFI disk image into images/out (DEBUG=1: shell on console)
+	$(GO) run ./images/build -out images/out $(if $(DEBUG),-debug)
 
-run: ## boot the appliance image in QEMU
-	@echo "not built yet: see the appliance image issue"; exit 1
+run: image ## boot the image in QEMU on the serial console, with a blank data disk (ctrl-a x quits)
+	@test -f images/out/data.img || truncate -s 2G images/out/data.img
+	images/qemu --data images/out/data.img
 
-test-vm: ## boot the image in QEMU and run the VM tests
-	@echo "not built yet: see the appliance image issue"; exit 1
+test-vm: ## build the image and boot it in QEMU: ready, data disk, UEFI, debug shell, power off
+	$(GO) test -tags vm -count=1 -v -timeout 30m ./images/
+
 
 clean: ## remove bin/
 	rm -rf bin
