@@ -453,6 +453,9 @@ func (p *agentPull) run(r *agentproto.Reader) (tree.ID, error) {
 
 	for !p.ended || !p.rootDone {
 		m, err := r.Next()
+		if serr := p.storeErr(); serr != nil && err != nil {
+			return tree.ID{}, serr // what made the read fail
+		}
 		if err == io.EOF {
 			return tree.ID{}, fmt.Errorf("%w: after %d entries, %d files unfinished, END seen %v", errAgentGone, p.lastID, len(p.reads), p.ended)
 		}
@@ -838,7 +841,7 @@ func (p *agentPull) data(d *agentproto.Data) error {
 	}
 	i := int(d.Index)
 	c := s.chunks[i]
-	if len(d.Bytes) != int(c.Length) || agentproto.HashChunk(d.Bytes) != c.Hash {
+	if len(d.Bytes) != int(c.Length) {
 		return agentViolation("DATA for chunk %d of segment %d of %q does not match what HASHES announced", i, d.Segment, f.path)
 	}
 	agentSetBit(s.got, i)
@@ -852,10 +855,21 @@ func (p *agentPull) data(d *agentproto.Data) error {
 	}
 	p.wg.Add(1)
 	s.wg.Add(1)
+	// The hash is checked with the storing, off the loop that reads the
+	// agent: the two hashes of a chunk then run beside the next chunks'
+	// decrypting and decoding. A mismatch fails the pull before the
+	// segment's SEGDONE is taken (received waits for every chunk), so
+	// nothing built on it is stored.
 	go func(data []byte) {
 		defer p.wg.Done()
 		defer s.wg.Done()
 		defer func() { <-p.storing }()
+		if agentproto.HashChunk(data) != c.Hash {
+			p.fail(agentViolation("DATA for chunk %d of segment %d of %q does not match what HASHES announced", i, d.Segment, f.path))
+			// The loop may be waiting for the agent's next frame.
+			p.link.close()
+			return
+		}
 		ref, pk, err := p.w.ChunkIn(data)
 		if err != nil {
 			p.fail(fmt.Errorf("agent: store a chunk of %q: %w", f.path, err))

@@ -38,6 +38,8 @@ type Writer struct {
 	mu        sync.Mutex
 	cache     map[string][]byte
 	srcChunks map[string][]byte
+	srcOnce   sync.Once
+	srcPrefix []byte // see sourceKey
 	knownPack map[pack.ID]bool
 	errors    atomic.Int64
 	chunkers  sync.Pool
@@ -321,7 +323,13 @@ func (w *Writer) RememberSourceChunk(h [32]byte, ref tree.ChunkRef) {
 	}
 }
 
+// sourceKey is the source chunk map's key of this source's chunk h. The
+// source's prefix is a keyed hash, computed once per writer: a pull asks
+// for it twice per chunk.
 func (w *Writer) sourceKey(h [32]byte) []byte {
-	k := w.s.keys.IDKey.Sum([]byte("source\x00" + w.source))
-	return append(k[:16:16], h[:]...)
+	w.srcOnce.Do(func() {
+		k := w.s.keys.IDKey.Sum([]byte("source\x00" + w.source))
+		w.srcPrefix = k[:16]
+	})
+	return append(append(make([]byte, 0, 48), w.srcPrefix...), h[:]...)
 }
