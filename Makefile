@@ -10,9 +10,14 @@ BENCHFLAGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-build: ## build every command into bin/ (static, CGO_ENABLED=0)
-	@mkdir -p bin
+build: ## build every command into bin/ (static, CGO_ENABLED=0), and the export's verifiers into bin/verify/
+	@mkdir -p bin/verify
 	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
+	@for t in linux/amd64 linux/arm64 windows/amd64 darwin/amd64 darwin/arm64; do \
+		os=$${t%/*}; arch=$${t#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+		echo "drawbridge-verify for $$os/$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -o bin/verify/drawbridge-verify-$$os-$$arch$$ext ./cmd/drawbridge-verify || exit 1; \
+	done
 
 lint: ## check gofmt on tracked Go files, then go vet
 	@unformatted=$$(git ls-files -z '*.go' | xargs -0 -r gofmt -l); \
@@ -50,7 +55,6 @@ run: image ## boot the image in QEMU on the serial console, with a blank data di
 
 test-vm: ## build the image and boot it in QEMU: ready, data disk, UEFI, debug shell, power off
 	$(GO) test -tags vm -count=1 -v -timeout 30m ./images/
-
 
 clean: ## remove bin/
 	rm -rf bin
