@@ -47,6 +47,7 @@ type unlockMsg struct {
 type treeMsg struct {
 	seq  int
 	name string
+	id   tree.ID
 	t    *tree.Tree
 	err  error
 }
@@ -90,7 +91,8 @@ const (
 
 // level is one directory of the browser.
 type level struct {
-	name    string // "" for the snapshot root
+	name    string // "/" for the snapshot root
+	id      tree.ID
 	entries []tree.Entry
 	sel     int
 	top     int
@@ -100,7 +102,7 @@ type level struct {
 type restoreJob struct {
 	what    string // snapshot path or "/" for the whole snapshot
 	target  string
-	total   int64 // 0 when unknown
+	total   atomic.Int64 // 0 until known
 	done    *atomic.Int64
 	started time.Time
 	ended   time.Time
@@ -256,7 +258,7 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 			}
 			return nil
 		}
-		m.stack = append(m.stack, level{name: v.name, entries: v.t.Entries})
+		m.stack = append(m.stack, level{name: v.name, id: v.id, entries: v.t.Entries})
 		m.msg = ""
 	case restoreMsg:
 		j := m.job
@@ -571,7 +573,7 @@ func (m *Model) loadDir(name string, id tree.ID) Cmd {
 	m.loading, m.loadAt = name, m.clock()
 	return func() Msg {
 		t, err := r.Tree(ctx, id)
-		return treeMsg{seq: seq, name: name, t: t, err: err}
+		return treeMsg{seq: seq, name: name, id: id, t: t, err: err}
 	}
 }
 
@@ -656,22 +658,50 @@ func (m *Model) keyBrowse(k Key) []Cmd {
 	return nil
 }
 
-// restoreWhat is the snapshot path the restore dialog acts on and the
-// bytes it holds (0 when unknown).
-func (m *Model) restoreWhat() (string, int64) {
+// restoreWhat is the snapshot path the restore dialog acts on, the bytes
+// it holds when known, else the directory whose tree gives them.
+func (m *Model) restoreWhat() (p string, size int64, dir *tree.ID) {
 	l := m.cur()
 	if l == nil || len(l.entries) == 0 || m.whole {
 		if len(m.stack) <= 1 && m.snap != nil {
-			return "/", m.snap.Bytes
+			return "/", m.snap.Bytes, nil
 		}
-		return m.browsePath(), 0
+		if l == nil {
+			return m.browsePath(), 0, nil
+		}
+		return m.browsePath(), 0, &l.id
 	}
 	e := l.entries[l.sel]
-	p := path.Join(m.browsePath(), e.Name)
-	if e.Kind == tree.File {
-		return p, int64(e.Size)
+	p = path.Join(m.browsePath(), e.Name)
+	switch e.Kind {
+	case tree.File:
+		return p, int64(e.Size), nil
+	case tree.Dir:
+		return p, 0, &e.Subtree
 	}
-	return p, 0
+	return p, 0, nil
+}
+
+// treeBytes adds up the file sizes under a directory, for the progress bar.
+func treeBytes(ctx context.Context, r Reader, id tree.ID) (int64, error) {
+	var n int64
+	todo := []tree.ID{id}
+	for len(todo) > 0 {
+		t, err := r.Tree(ctx, todo[len(todo)-1])
+		if err != nil {
+			return 0, err
+		}
+		todo = todo[:len(todo)-1]
+		for i := range t.Entries {
+			switch e := &t.Entries[i]; e.Kind {
+			case tree.File:
+				n += int64(e.Size)
+			case tree.Dir:
+				todo = append(todo, e.Subtree)
+			}
+		}
+	}
+	return n, nil
 }
 
 func (m *Model) keyTarget(k Key) []Cmd {
@@ -700,14 +730,24 @@ func (m *Model) startRestore(target string) []Cmd {
 		m.fail("the restore passphrase was forgotten: open the snapshot again")
 		return nil
 	}
-	what, total := m.restoreWhat()
+	what, total, dir := m.restoreWhat()
 	ctx, cancel := context.WithCancel(context.Background())
-	j := &restoreJob{what: what, target: target, total: total, done: new(atomic.Int64), started: m.clock(), cancel: cancel, running: true}
+	j := &restoreJob{what: what, target: target, done: new(atomic.Int64), started: m.clock(), cancel: cancel, running: true}
+	j.total.Store(total)
 	m.job = j
 	m.dialog = DialogRestore
 	b, r, root := m.b, m.reader, m.root
 	return []Cmd{func() Msg {
 		defer cancel()
+		if dir != nil {
+			// The size shows once the directory's trees are read.
+			id := *dir
+			go func() {
+				if n, err := treeBytes(ctx, r, id); err == nil {
+					j.total.Store(n)
+				}
+			}()
+		}
 		rep, err := b.Restore(ctx, r, root, what, target, func(n int64) { j.done.Add(n) })
 		return restoreMsg{rep: rep, err: err}
 	}}

@@ -327,3 +327,18 @@ func TestRestoreWholeSnapshotAndRefresh(t *testing.T) {
 		t.Fatalf("sources after refresh: %v", m.sources)
 	}
 }
+
+func TestTreeBytes(t *testing.T) {
+	b := newFake(4) // big holds files of 0, 1, 2 and 3 bytes
+	n, err := treeBytes(context.Background(), fakeReader{b}, id(1))
+	if err != nil || n != 5+6 {
+		t.Fatalf("treeBytes = %d, %v; want 11", n, err)
+	}
+	m := started(t, b, &fakeClock{time.Unix(2e9, 0)})
+	keys(m, "Enter", "Enter", "Enter")
+	typeText(m, "right")
+	keys(m, "Enter")
+	if p, size, dir := m.restoreWhat(); p != "/big" || size != 0 || dir == nil || *dir != id(3) {
+		t.Fatalf("restoreWhat = %q %d %v", p, size, dir)
+	}
+}

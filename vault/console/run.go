@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/gdamore/tcell/v2"
@@ -14,7 +15,7 @@ const tickEvery = 100 * time.Millisecond
 // it initialises it and restores the terminal before returning.
 func Run(ctx context.Context, s tcell.Screen, b Backend, o Options) error {
 	if err := s.Init(); err != nil {
-		return err
+		return fmt.Errorf("open the terminal: %w", err)
 	}
 	defer s.Fini()
 	m := New(b, o)

@@ -406,7 +406,7 @@ func drawPassphrase(c canvas, m *Model) {
 }
 
 func drawTarget(c canvas, m *Model) {
-	what, _ := m.restoreWhat()
+	what, _, _ := m.restoreWhat()
 	x, y := box(c, "Restore", 70, 5)
 	c.put(x, y, styleNormal, fit("Restore "+what, 66))
 	c.put(x, y+1, styleDim, "to a directory that is missing or empty (the drive):")
@@ -436,18 +436,18 @@ func drawRestore(c canvas, m *Model) {
 		rate = float64(done) / el
 	}
 	const barW = 40
-	if j.total > 0 {
-		frac := min(float64(done)/float64(j.total), 1)
+	if total := j.total.Load(); total > 0 {
+		frac := min(float64(done)/float64(total), 1)
 		n := int(frac * barW)
 		eta := "ETA -"
 		switch {
 		case !j.running:
 			eta = "took " + end.Sub(j.started).Round(time.Millisecond).String()
 		case rate > 0:
-			eta = "ETA " + time.Duration(float64(j.total-done)/rate*float64(time.Second)).Round(time.Second).String()
+			eta = "ETA " + time.Duration(float64(max(total-done, 0))/rate*float64(time.Second)).Round(time.Second).String()
 		}
 		c.put(x, y+1, styleNormal, "["+strings.Repeat("#", n)+strings.Repeat(".", barW-n)+fmt.Sprintf("] %3.0f%%", frac*100))
-		c.put(x, y+2, styleNormal, fmt.Sprintf("%s of %s  %s/s  %s", HumanBytes(done), HumanBytes(j.total), HumanBytes(int64(rate)), eta))
+		c.put(x, y+2, styleNormal, fmt.Sprintf("%s of %s  %s/s  %s", HumanBytes(done), HumanBytes(total), HumanBytes(int64(rate)), eta))
 	} else {
 		sp := spinner[m.spin%len(spinner)]
 		if !j.running {
