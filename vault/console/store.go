@@ -28,6 +28,12 @@ type StoreBackend struct {
 	Clock    func() time.Time // nil means time.Now
 
 	mu sync.Mutex // journal appends
+
+	// What the journal said at its last record: scanning and checking every
+	// record is skipped while no record is added.
+	seen     uint64
+	seenSnap []store.Snapshot
+	seenTail []journal.Record
 }
 
 func (b *StoreBackend) now() time.Time {
@@ -56,12 +62,20 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 			s = fresh
 		}
 	}
+	st.Packs, st.PackBytes = packUsage(filepath.Join(b.Dir, "packs"))
+	b.mu.Lock()
+	last, _ := s.Journal().Last()
+	if last != 0 && last == b.seen {
+		st.Snapshots, st.Journal = b.seenSnap, b.seenTail
+		b.mu.Unlock()
+		return st
+	}
+	b.mu.Unlock()
 	snaps, err := s.Snapshots()
 	st.Snapshots = snaps
 	if err != nil {
 		st.SnapErr = err.Error()
 	}
-	st.Packs, st.PackBytes = packUsage(filepath.Join(b.Dir, "packs"))
 	var tail []journal.Record
 	err = s.Journal().Scan(func(r journal.Record) error {
 		r.Data = nil
@@ -74,6 +88,11 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 	st.Journal = tail
 	if err != nil {
 		st.JournalErr = "journal: " + err.Error()
+	}
+	if st.SnapErr == "" && st.JournalErr == "" {
+		b.mu.Lock()
+		b.seen, b.seenSnap, b.seenTail = last, snaps, tail
+		b.mu.Unlock()
 	}
 	return st
 }

@@ -380,7 +380,7 @@ func drawHelp(c canvas) {
 		"Lists:          Up/Down (j/k), PgUp/PgDn, Home/End (g/G)",
 		"                Enter or Right  open;  Esc, Left or q  back",
 		"Browser:        r  restore the selected file or directory",
-		"                R  restore the directory shown (at the top: the whole snapshot)",
+		"                R  restore the directory shown (at / the whole snapshot)",
 		"Dialogs:        Enter  confirm;  Esc  cancel",
 		"Ctrl-C          quit from anywhere",
 		"",
