@@ -2,12 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"drawbridge/vault/export"
+	"drawbridge/vault/export/manifest"
+	"drawbridge/vault/fixture"
+	"drawbridge/vault/seal"
+	"drawbridge/vault/store"
+	"drawbridge/vault/tree"
 )
 
 func TestNotAnExport(t *testing.T) {
@@ -41,5 +50,44 @@ func TestCrossBuild(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("%s: %v\n%s", target, err, out)
 		}
+	}
+}
+
+func TestVerifyAnExport(t *testing.T) {
+	dir := t.TempDir()
+	st := filepath.Join(dir, "store")
+	s, err := store.Init(st, []byte("pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fixture.Unseal(st)
+	defer s.Close()
+	src := filepath.Join(dir, "src")
+	fixture.Random(src, 11)
+	snap, err := s.Backup(context.Background(), "h", []string{src}, store.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Unlock([]byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var root tree.ID
+	b, _ := hex.DecodeString(snap.Root)
+	copy(root[:], b)
+	usb := filepath.Join(dir, "usb")
+	if _, err := export.Export(context.Background(), r, root, "", usb, export.Snapshot{ID: snap.ID}, export.Options{Identity: s.Keys().Identity}); err != nil {
+		t.Fatal(err)
+	}
+	fp := seal.Fingerprint(s.Keys().Identity.Public())
+	var out bytes.Buffer
+	t.Chdir(usb) // no DIR: the export under the current directory
+	if code := run([]string{"--key", fp}, &out, &out); code != 0 || !strings.Contains(out.String(), fp) || !strings.Contains(out.String(), "valid:") {
+		t.Fatalf("exit %d:\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{filepath.Join(usb, manifest.Dir), "--key", "0000:0000"}, &out, &out); code != 1 || !strings.Contains(out.String(), "not by the required key") {
+		t.Fatalf("wrong key: exit %d:\n%s", code, out.String())
 	}
 }
