@@ -8,9 +8,10 @@
 // the kernel allows it; every object is judged by what lstat says of it. A file's content is sent only after a READ, and only
 // as chunks re-read and re-hashed at the moment they are sent, so a chunk that
 // no longer matches its announced hash is never sent. Memory is bounded: at
-// most agentproto.MaxPending files are listed and unfinished, one file is read
-// at a time, and a file is held as the offsets and hashes of one segment,
-// never as its content. Linux only.
+// most agentproto.MaxPending files are listed and unfinished, files are sent
+// one at a time, and what is held of them is the offsets and hashes of at
+// most three segments (the one being sent and two cut ahead), never their
+// content. Linux only.
 package agent
 
 import (

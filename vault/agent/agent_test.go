@@ -246,7 +246,7 @@ func TestPull(t *testing.T) {
 	}
 	// The big file spans several segments; the sparse one's zero chunks are
 	// wanted once.
-	if n := len(p.wanted["/src/big-regular"]); n <= 2*agentproto.SegmentChunks {
+	if n := len(p.wanted["/src/big-regular"]); n <= 2*segmentChunks {
 		t.Errorf("big-regular: %d chunks wanted, want several segments", n)
 	}
 	for path, sent := range p.sent {
@@ -368,7 +368,7 @@ func TestWantSome(t *testing.T) {
 	p := v.mustPull(t)
 	var want []uint64
 	for seg := uint64(0); seg < 3; seg++ {
-		for i := uint64(0); i < agentproto.SegmentChunks; i += 3 {
+		for i := uint64(0); i < segmentChunks; i += 3 {
 			want = append(want, seg<<32|i)
 		}
 	}

@@ -13,40 +13,154 @@ import (
 	"drawbridge/vault/chunk"
 )
 
+// segmentChunks is how many chunks the agent announces per segment (the
+// protocol allows up to agentproto.SegmentChunks): about 16 MiB at the
+// average chunk size, so that a large file is hashed ahead of its sending
+// in steps, not all before its first byte is sent.
+const segmentChunks = agentproto.SegmentChunks / 4
+
+// A file's content is read twice: once ahead, by scan, to cut it into chunks
+// and hash them, and once as the chunks the vault wants are sent, re-read and
+// re-hashed. scan runs one segment ahead of the sending, so that cutting and
+// hashing the next segment (or file) overlaps the round trip to the vault
+// and the sending of the current one.
+
+// scanned is one segment cut and hashed ahead of its sending, or the end of
+// a file that cannot be read (err).
+type scanned struct {
+	f    pending
+	file *os.File // nil when it could not be opened
+	seg  uint64
+	last bool
+	err  error // a *fileError, or what ends the conversation
+	recs []chunkRec
+	// opened is what fstat said when the file was opened.
+	opened unix.Stat_t
+}
+
+// final reports whether s is the last of its file's segments.
+func (s *scanned) final() bool { return s.last || s.err != nil }
+
 // content reads the files the vault asked for, one at a time, in the order
 // of the READs.
 func (s *session) content(ctx context.Context) error {
-	c := chunk.New(nil, s.params)
+	ctx, cancel := context.WithCancel(ctx)
+	segs := make(chan *scanned, 1)
+	free := make(chan []chunkRec, 2)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.scan(ctx, segs, free)
+	}()
+	defer func() {
+		cancel()
+		<-done
+		// Files the scan opened and did not hand over, and those handed
+		// over and not sent.
+		for {
+			select {
+			case sc := <-segs:
+				if sc.final() && sc.file != nil {
+					sc.file.Close()
+				}
+			default:
+				return
+			}
+		}
+	}()
+
 	buf := make([]byte, s.params.Max)
-	var recs []chunkRec
+	var dropped uint64 // a file left out while its later segments come
 	for {
-		var f pending
+		var sc *scanned
 		select {
-		case f = <-s.reads:
+		case sc = <-segs:
 		default:
 			if err := s.w.flush(); err != nil {
 				return err
 			}
 			select {
-			case f = <-s.reads:
+			case sc = <-segs:
 			case <-ctx.Done():
 				return nil
 			}
 		}
-		var err error
-		recs, err = s.readFile(ctx, c, buf, recs, f)
-		<-s.slots
+		err := error(nil)
+		if sc.f.id != dropped {
+			err = s.sendScanned(ctx, buf, sc)
+		}
+		var fe *fileError
+		if errors.As(err, &fe) {
+			s.log.Warn("file left out", "path", sc.f.path, "why", fe.msg)
+			err = s.w.send(agentproto.FileErr{File: sc.f.id, Message: truncate(fe.msg, agentproto.MaxMessage)})
+			if !sc.final() {
+				dropped = sc.f.id
+			}
+		}
+		if sc.final() {
+			if sc.file != nil {
+				sc.file.Close()
+			}
+			<-s.slots
+		}
+		if sc.recs != nil {
+			select {
+			case free <- sc.recs[:0]:
+			default:
+			}
+		}
 		if err != nil {
 			return err
 		}
 	}
 }
 
-// chunkRec is what a segment keeps of a chunk: where it is and its hash.
-type chunkRec struct {
-	off    int64
-	length int
-	hash   [32]byte
+// sendScanned sends one scanned segment, or the FILEERR of a file that could
+// not be scanned.
+func (s *session) sendScanned(ctx context.Context, buf []byte, sc *scanned) error {
+	if sc.err != nil {
+		return sc.err
+	}
+	// The scan may have finished the file a while ago: it must still be
+	// as it was opened when its chunks are announced.
+	var st unix.Stat_t
+	if err := fstat(sc.file, &st); err != nil {
+		return fileErrorf("fstat: %v", err)
+	}
+	if st.Size != sc.opened.Size || st.Mtim != sc.opened.Mtim || st.Ctim != sc.opened.Ctim {
+		return fileErrorf("changed while it was read")
+	}
+	return s.sendSegment(ctx, sc.file, buf, sc.f.id, sc.seg, sc.last, sc.recs)
+}
+
+// fstat is unix.Fstat of an open file, which stays open while it runs.
+func fstat(f *os.File, st *unix.Stat_t) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	if cerr := rc.Control(func(fd uintptr) { err = unix.Fstat(int(fd), st) }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// scan cuts and hashes the files to read, in the order of the READs, and
+// hands each segment to content.
+func (s *session) scan(ctx context.Context, segs chan<- *scanned, free <-chan []chunkRec) {
+	c := chunk.New(nil, s.params)
+	buf := make([]byte, s.params.Max)
+	for {
+		var f pending
+		select {
+		case f = <-s.reads:
+		case <-ctx.Done():
+			return
+		}
+		if !s.scanFile(ctx, c, buf, f, segs, free) {
+			return
+		}
+	}
 }
 
 // fileError is a reason to leave a file out: the conversation goes on.
@@ -58,33 +172,43 @@ func fileErrorf(format string, args ...any) error {
 	return &fileError{fmt.Sprintf(format, args...)}
 }
 
-// readFile sends f segment by segment and returns recs for reuse. A file that
-// cannot be read, or changes, is reported with FILEERR; the error returned
-// ends the conversation.
-func (s *session) readFile(ctx context.Context, c *chunk.Chunker, buf []byte, recs []chunkRec, f pending) ([]chunkRec, error) {
-	err := s.sendFile(ctx, c, buf, &recs, f)
-	var fe *fileError
-	if errors.As(err, &fe) {
-		s.log.Warn("file left out", "path", f.path, "why", fe.msg)
-		err = s.w.send(agentproto.FileErr{File: f.id, Message: truncate(fe.msg, agentproto.MaxMessage)})
-	}
-	return recs, err
+// chunkRec is what a segment keeps of a chunk: where it is and its hash.
+type chunkRec struct {
+	off    int64
+	length int
+	hash   [32]byte
 }
 
-func (s *session) sendFile(ctx context.Context, c *chunk.Chunker, buf []byte, recs *[]chunkRec, f pending) error {
+// scanFile hands f's segments to segs, the last one marked, or an error
+// that ends the file. It reports false when ctx ended first; the file is
+// then closed.
+func (s *session) scanFile(ctx context.Context, c *chunk.Chunker, buf []byte, f pending, segs chan<- *scanned, free <-chan []chunkRec) bool {
+	give := func(sc *scanned) bool {
+		select {
+		case segs <- sc:
+			return true
+		case <-ctx.Done():
+			// The conversation is over: whatever still reads the file
+			// fails, and a second Close of it is harmless.
+			if sc.file != nil {
+				sc.file.Close()
+			}
+			return false
+		}
+	}
 	fd, err := s.open(f.path, 0)
 	if err != nil {
-		return fileErrorf("open: %v", err)
+		return give(&scanned{f: f, err: fileErrorf("open: %v", err)})
 	}
 	file := os.NewFile(uintptr(fd), s.hostPath(f.path))
-	defer file.Close()
+	fail := func(err error) bool { return give(&scanned{f: f, file: file, err: err}) }
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return fileErrorf("fstat: %v", err)
+		return fail(fileErrorf("fstat: %v", err))
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || uint64(st.Dev) != f.dev || st.Ino != f.ino ||
 		uint64(st.Size) != f.size || st.Mtim != f.mtime || st.Ctim != f.ctime {
-		return fileErrorf("changed since it was listed")
+		return fail(fileErrorf("changed since it was listed"))
 	}
 	opened := st
 
@@ -106,34 +230,38 @@ func (s *session) sendFile(ctx context.Context, c *chunk.Chunker, buf []byte, re
 	}
 	ahead, more, err := next()
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	for seg := uint64(0); ; seg++ {
-		*recs = (*recs)[:0]
-		for more && len(*recs) < agentproto.SegmentChunks {
-			*recs = append(*recs, ahead)
+		var recs []chunkRec
+		select {
+		case recs = <-free:
+		default:
+		}
+		for more && len(recs) < segmentChunks {
+			recs = append(recs, ahead)
 			if ahead, more, err = next(); err != nil {
-				return err
+				return fail(err)
 			}
 		}
 		last := !more
 		switch {
 		case uint64(off) > f.size:
-			return fileErrorf("grew while it was read")
+			return fail(fileErrorf("grew while it was read"))
 		case last && uint64(off) != f.size:
-			return fileErrorf("shrank while it was read")
+			return fail(fileErrorf("shrank while it was read"))
 		}
 		if err := unix.Fstat(fd, &st); err != nil {
-			return fileErrorf("fstat: %v", err)
+			return fail(fileErrorf("fstat: %v", err))
 		}
 		if st.Size != opened.Size || st.Mtim != opened.Mtim || st.Ctim != opened.Ctim {
-			return fileErrorf("changed while it was read")
+			return fail(fileErrorf("changed while it was read"))
 		}
-		if err := s.sendSegment(ctx, file, buf, f.id, seg, last, *recs); err != nil {
-			return err
+		if !give(&scanned{f: f, file: file, seg: seg, last: last, recs: recs, opened: opened}) {
+			return false
 		}
 		if last {
-			return nil
+			return true
 		}
 	}
 }

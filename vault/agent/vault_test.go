@@ -201,7 +201,7 @@ func (v *fakeVault) pull(t *testing.T) (*pulled, error) {
 			if f.inSeg || m.Segment != f.seg {
 				fail("HASHES for segment %d of %q, want %d", m.Segment, f.e.Path, f.seg)
 			}
-			if !m.Last && len(m.Chunks) != agentproto.SegmentChunks || m.Last && len(m.Chunks) == 0 && m.Segment != 0 {
+			if !m.Last && len(m.Chunks) != segmentChunks || m.Last && len(m.Chunks) == 0 && m.Segment != 0 {
 				fail("segment %d of %q has %d chunks (last %v)", m.Segment, f.e.Path, len(m.Chunks), m.Last)
 			}
 			for _, c := range m.Chunks {
