@@ -40,8 +40,12 @@ fuzz: ## run every Fuzz target for FUZZTIME (default 5m), one at a time
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg" || exit 1; \
 	done
 
-bench: ## drawbridge against restic on generated data (BENCHFLAGS=-quick for a smoke run)
+# The pulls run over a veth link from an sshd in a network namespace (root
+# and OpenSSH needed; skipped with a message otherwise), each next to a local
+# backup of the same data.
+bench: ## drawbridge against restic, then pulls against a local backup (BENCHFLAGS=-quick: smoke run)
 	$(GO) run ./cmd/drawbridge-bench $(BENCHFLAGS)
+	$(GO) test -run '^$$' -bench 'Pull|LocalBackup|InProcess' -benchtime 5x ./vault/pull
 
 demo: ## hosted mode: a store in demo/, back up a demo tree, list, verify, restore
 	@bash .ci/demo
