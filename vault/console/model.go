@@ -10,11 +10,15 @@ import (
 	"sort"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"drawbridge/vault/restore"
 	"drawbridge/vault/store"
 	"drawbridge/vault/tree"
 )
+
+// maxPassphrase caps the passphrase typed at the console, in bytes.
+const maxPassphrase = 1024
 
 // Key is one key press, independent of the terminal library.
 type Key struct {
@@ -529,7 +533,14 @@ func (m *Model) keyPassphrase(k Key) []Cmd {
 			m.pass = m.pass[:i]
 		}
 	case "Rune":
-		m.pass = fmt.Appendf(m.pass, "%c", k.Rune)
+		if m.pass == nil {
+			// Room for any passphrase a person types, so that it is never
+			// copied to a larger array, leaving a copy behind.
+			m.pass = make([]byte, 0, maxPassphrase)
+		}
+		if len(m.pass)+utf8.UTFMax <= cap(m.pass) {
+			m.pass = utf8.AppendRune(m.pass, k.Rune)
+		}
 	case "Enter":
 		if len(m.pass) == 0 {
 			return nil
