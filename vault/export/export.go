@@ -163,6 +163,9 @@ func Export(ctx context.Context, src Source, root tree.ID, subpath string, targe
 		return rep, err
 	}
 	x.dirMeta()
+	if err := x.recheck(); err != nil {
+		return rep, err
+	}
 
 	m := &manifest.Manifest{Header: manifest.Header{
 		VaultID: snap.VaultID, Identity: seal.Fingerprint(o.Identity.Public()), PublicKey: o.Identity.Public(),
@@ -627,6 +630,68 @@ func (x *exporter) dirMeta() {
 		t := time.Unix(d.e.MtimeSec, int64(min(d.e.MtimeNsec, 999999999)))
 		x.files.Chtimes(d.rel, t, t)
 	}
+}
+
+// beforeRecheck lets tests change files/ the way a filesystem might.
+var beforeRecheck func(files *os.Root)
+
+// recheck reads files/ back and makes it agree with the entries: a
+// filesystem may store a name other than the one asked for (FAT drops
+// trailing dots and spaces) without an error. What is not there under its
+// own name is listed as not exported, and what is there under another name
+// is removed, so that the MANIFEST describes the drive exactly.
+func (x *exporter) recheck() error {
+	if beforeRecheck != nil {
+		beforeRecheck(x.files)
+	}
+	want := make(map[string]*manifest.Entry, len(x.entries))
+	for _, e := range x.entries {
+		if e.OnDisk() {
+			want[e.Path] = e
+		}
+	}
+	seen := make(map[string]bool, len(want))
+	var extra []string
+	// WalkDir on the path rather than files.FS(): io/fs refuses names
+	// that are not valid fs paths, and a snapshot's names are raw bytes.
+	// The walk does not follow symlinks, and files/ is this run's own.
+	top := x.files.Name()
+	err := filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == top {
+			return nil
+		}
+		p, err = filepath.Rel(top, p)
+		if err != nil {
+			return err
+		}
+		p = filepath.ToSlash(p)
+		if _, ok := want[p]; !ok {
+			extra = append(extra, p)
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		seen[p] = true
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read the exported files back: %w", err)
+	}
+	for _, p := range extra {
+		if err := x.files.RemoveAll(p); err != nil {
+			return fmt.Errorf("remove %q, which the drive's filesystem named differently than asked: %w", p, err)
+		}
+	}
+	for p, e := range want {
+		if !seen[p] {
+			e.NotExported = "the drive's filesystem did not keep this name as it is (FAT drops trailing dots and spaces)"
+		}
+	}
+	return nil
 }
 
 // writeFile writes a small file durably: temp file, fsync, rename, fsync
