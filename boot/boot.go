@@ -510,14 +510,6 @@ func (a *Appliance) startDaemon(ctx context.Context, log *Log) error {
 	if _, err := a.HW.Stat(Daemon); err != nil {
 		return fmt.Errorf("the vault daemon: %w", err)
 	}
-	ok, err := a.daemonCanRun(ctx)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		a.Console.Printf("drawbridge: the vault daemon is not started: this %s has no 'run' command yet", path.Base(Daemon))
-		return Skipped("no 'run' command in " + Daemon)
-	}
 	a.mu.Lock()
 	mounted := a.mounted
 	a.mu.Unlock()
@@ -528,6 +520,14 @@ func (a *Appliance) startDaemon(ctx context.Context, log *Log) error {
 	if _, err := a.HW.Stat(ConfigFile); err != nil {
 		a.Console.Printf("drawbridge: the vault daemon is not started: no configuration at %s", ConfigFile)
 		return Skipped("no configuration at " + ConfigFile)
+	}
+	ok, err := a.daemonCanRun(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		a.Console.Printf("drawbridge: the vault daemon is not started: this %s has no 'run' command yet", path.Base(Daemon))
+		return Skipped("no 'run' command in " + Daemon)
 	}
 	s := &Service{
 		Name:    "daemon",
