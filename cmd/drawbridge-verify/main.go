@@ -10,16 +10,26 @@
 package main
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"drawbridge/vault/export/manifest"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	if len(os.Args) == 1 && runtime.GOOS == "windows" {
+		// Started by a double click: keep the window open to be read.
+		fmt.Print("Press Enter to close this window.")
+		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	os.Exit(code)
+}
 
 func run(argv []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("drawbridge-verify", flag.ContinueOnError)

@@ -102,6 +102,7 @@ func TestExportVerifies(t *testing.T) {
 	if !res.OK() {
 		t.Fatalf("a fresh export does not verify: %q", res.Problems)
 	}
+	t.Logf("%d entries, %d files, %d bytes verified", len(res.Manifest.Entries), res.Files, res.Bytes)
 	if res.Fingerprint != v.fingerprint() {
 		t.Errorf("fingerprint %s, want %s", res.Fingerprint, v.fingerprint())
 	}
