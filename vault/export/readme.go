@@ -42,6 +42,11 @@ names each problem: "changed", "missing", "extra", "manifest signature
 invalid", or "incomplete export" (the export was interrupted: MANIFEST is
 written last, so a drive pulled out early has none).
 
+A drive that was tampered with could also carry a tampered verifier. When
+that matters, run a drawbridge-verify you got another way (a copy kept from
+an earlier export you checked, or one built from the Drawbridge source) and
+give it this folder.
+
 If verify/ is empty, build the verifier from the Drawbridge source
 (go build ./cmd/drawbridge-verify) or copy it from the vault's bin/verify/.
 Without it, the file sizes and SHA-256 sums in MANIFEST can be checked with
