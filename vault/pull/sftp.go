@@ -422,6 +422,11 @@ func (k *sftpWalk) file(p string, e *tree.Entry) error {
 		size = int64(e.Size)
 	}
 	r := &sourceReader{r: io.NewSectionReader(f, 0, size)}
+	if size > sftpStreamFrom {
+		stream := streamSFTP(f, size)
+		defer stream.stop()
+		r.r = stream
+	}
 	err = k.w.Content(r, e)
 	if err == nil {
 		return nil
@@ -435,6 +440,69 @@ func (k *sftpWalk) file(p string, e *tree.Entry) error {
 		return nil
 	}
 	return err
+}
+
+// sftpStream reads the first size bytes of a file with File.WriteTo, which
+// keeps up to 64 requests in flight from the first byte to the last.
+// Reads of the chunker's buffer size (File.Read, File.ReadAt) fill their
+// requests and wait for all of them before the next read asks for more, so
+// the link idles once per read.
+type sftpStream struct {
+	*io.PipeReader
+	done chan struct{}
+}
+
+// sftpStreamFrom is the size from which a file is read with sftpStream.
+// WriteTo asks for the file's size first, a round trip that a small file,
+// read in one go anyway, is better without.
+const sftpStreamFrom = 1 << 20
+
+// errSFTPLimit stops WriteTo at the size the listing gave.
+var errSFTPLimit = errors.New("sftp: listed size reached")
+
+func streamSFTP(f *sftp.File, size int64) *sftpStream {
+	pr, pw := io.Pipe()
+	s := &sftpStream{PipeReader: pr, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		_, err := f.WriteTo(&limitWriter{w: pw, n: size})
+		if errors.Is(err, errSFTPLimit) {
+			err = nil
+		}
+		pw.CloseWithError(err) // nil: the reader sees io.EOF
+	}()
+	return s
+}
+
+// stop ends the reading, if the chunker did not read to the end, and waits
+// for it: the file may be closed after.
+func (s *sftpStream) stop() {
+	s.PipeReader.CloseWithError(errSFTPLimit)
+	<-s.done
+}
+
+// limitWriter passes on the first n bytes written to it, then fails with
+// errSFTPLimit.
+type limitWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) <= l.n {
+		n, err := l.w.Write(p)
+		l.n -= int64(n)
+		return n, err
+	}
+	if l.n == 0 {
+		return 0, errSFTPLimit
+	}
+	n, err := l.w.Write(p[:l.n])
+	l.n -= int64(n)
+	if err == nil {
+		err = errSFTPLimit
+	}
+	return n, err
 }
 
 // sourceReader remembers the error of the reader it wraps, which tells a

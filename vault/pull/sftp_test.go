@@ -309,3 +309,27 @@ func TestSFTPMissingRoot(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// limitWriter passes on exactly the listed size, however the writes fall.
+func TestLimitWriter(t *testing.T) {
+	for _, writes := range [][]int{{10}, {3, 3, 3}, {4, 6}, {12}, {5, 5, 5}, {0, 10, 1}} {
+		var got strings.Builder
+		l := &limitWriter{w: &got, n: 10}
+		var err error
+		for _, n := range writes {
+			if _, err = l.Write([]byte(strings.Repeat("x", n))); err != nil {
+				break
+			}
+		}
+		total := 0
+		for _, n := range writes {
+			total += n
+		}
+		if got.Len() != min(total, 10) {
+			t.Errorf("writes %v: %d bytes passed on", writes, got.Len())
+		}
+		if total > 10 && !errors.Is(err, errSFTPLimit) {
+			t.Errorf("writes %v: error %v past the limit", writes, err)
+		}
+	}
+}
