@@ -353,28 +353,57 @@ func modeString(e *tree.Entry) string {
 	return m.String()
 }
 
-func cmdRestore(ctx context.Context, c *call) error {
+// reading is a snapshot opened for reading: SNAP[:PATH] resolved, the
+// store unlocked with the restore passphrase, and the DIR the command
+// writes to.
+type reading struct {
+	s    *store.Store
+	sn   *store.Snapshot
+	root tree.ID
+	path string
+	r    *store.Reader
+	dir  string
+}
+
+func (rd *reading) close() {
+	rd.r.Close()
+	rd.s.Close()
+}
+
+// openReading checks `VERB SNAP[:PATH] --FLAG DIR`, opens the store, finds
+// the snapshot and unlocks it.
+func (c *call) openReading(verb, flag string) (*reading, error) {
 	if len(c.args.pos) != 1 {
-		return usagef("restore needs SNAP[:PATH]")
+		return nil, usagef("%s needs SNAP[:PATH]", verb)
 	}
-	target := c.args.get("target")
-	if target == "" {
-		return usagef("restore needs --target DIR")
+	dir := c.args.get(flag)
+	if dir == "" {
+		return nil, usagef("%s needs --%s DIR", verb, flag)
 	}
 	s, err := c.open()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer s.Close()
 	sn, root, path, err := snapRoot(s, c.args.pos[0])
 	if err != nil {
-		return err
+		s.Close()
+		return nil, err
 	}
 	r, err := c.unlock(s)
 	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return &reading{s: s, sn: sn, root: root, path: path, r: r, dir: dir}, nil
+}
+
+func cmdRestore(ctx context.Context, c *call) error {
+	rd, err := c.openReading("restore", "target")
+	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer rd.close()
+	sn, root, path, r, target := rd.sn, rd.root, rd.path, rd.r, rd.dir
 	var done atomic.Int64
 	b := startBar(c.env.Stderr, c.quiet(), "restore", done.Load, func() int64 { return sn.Bytes }, nil)
 	rep, err := restore.Restore(ctx, r, root, path, target, restore.Options{

@@ -15,27 +15,12 @@ import (
 
 // cmdExport writes the plain-file export of DESIGN.md §7.
 func cmdExport(ctx context.Context, c *call) error {
-	if len(c.args.pos) != 1 {
-		return usagef("export needs SNAP[:PATH]")
-	}
-	to := c.args.get("to")
-	if to == "" {
-		return usagef("export needs --to DIR")
-	}
-	s, err := c.open()
+	rd, err := c.openReading("export", "to")
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	sn, root, path, err := snapRoot(s, c.args.pos[0])
-	if err != nil {
-		return err
-	}
-	r, err := c.unlock(s)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
+	defer rd.close()
+	s, sn, root, path, r, to := rd.s, rd.sn, rd.root, rd.path, rd.r, rd.dir
 
 	verifiers := c.args.get("verifiers")
 	if verifiers == "" {
