@@ -390,14 +390,7 @@ func (k *sftpWalk) dirTree(p string, depth int) (*tree.Tree, error) {
 	if err := fail(); err != nil {
 		return nil, err
 	}
-	// Files that could not be read were marked for removal.
-	kept := t.Entries[:0]
-	for _, e := range t.Entries {
-		if e.Kind != 0 {
-			kept = append(kept, e)
-		}
-	}
-	t.Entries = kept
+	t.DropUnset()
 	return t, nil
 }
 

@@ -363,14 +363,7 @@ func (b *backup) dirTree(path, rel string) (*tree.Tree, error) {
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	// Files that vanished or could not be read were marked for removal.
-	kept := t.Entries[:0]
-	for _, e := range t.Entries {
-		if e.Kind != 0 {
-			kept = append(kept, e)
-		}
-	}
-	t.Entries = kept
+	t.DropUnset()
 	return t, nil
 }
 

@@ -260,3 +260,15 @@ func (t *Tree) Validate() error {
 	}
 	return nil
 }
+
+// DropUnset removes entries whose Kind is zero: a walker's mark for an
+// entry it listed but could not read.
+func (t *Tree) DropUnset() {
+	kept := t.Entries[:0]
+	for _, e := range t.Entries {
+		if e.Kind != 0 {
+			kept = append(kept, e)
+		}
+	}
+	t.Entries = kept
+}
