@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -273,7 +274,12 @@ func (w agentWriter) Write(p []byte) (n int, err error) {
 		return err
 	})
 	if err != nil {
-		err = fmt.Errorf("write to the agent: %w", err)
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.EOF) {
+			// The agent is gone: its output may still hold why.
+			err = fmt.Errorf("write to the agent: %w: %w", errAgentGone, err)
+		} else {
+			err = fmt.Errorf("write to the agent: %w", err)
+		}
 	}
 	return n, err
 }
