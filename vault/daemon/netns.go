@@ -4,9 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"runtime"
 
 	"github.com/vishvananda/netns"
+
+	"drawbridge/hw/link"
 )
 
 // DialIn returns a dialer whose connections belong to network namespace
@@ -18,33 +19,15 @@ import (
 // back to its own namespace is thrown away rather than reused.
 func DialIn(ns netns.NsHandle) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan result, 1)
-		go func() {
-			runtime.LockOSThread()
-			orig, err := netns.Get()
-			if err != nil {
-				runtime.UnlockOSThread()
-				ch <- result{nil, fmt.Errorf("dial %s: current network namespace: %w", addr, err)}
-				return
-			}
-			defer orig.Close()
-			if err := netns.Set(ns); err != nil {
-				runtime.UnlockOSThread()
-				ch <- result{nil, fmt.Errorf("dial %s: enter network namespace: %w", addr, err)}
-				return
-			}
+		var c net.Conn
+		var dialErr error
+		if err := link.InNamespace(ns, func() error {
 			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-			ch <- result{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
+			c, dialErr = d.DialContext(ctx, network, addr)
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+		return c, dialErr
 	}
 }

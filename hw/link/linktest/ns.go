@@ -25,7 +25,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +35,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"drawbridge/hw/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -305,28 +306,7 @@ func dialRead(ns netns.NsHandle, to netip.AddrPort, timeout time.Duration) (stri
 // the thread to its namespace afterwards; a thread that cannot go back is
 // thrown away rather than reused.
 func Do(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace: %w", err)
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	return link.InNamespace(ns, fn)
 }
 
 // IsTimeout reports whether a dial or read failed by timing out, as it
