@@ -30,6 +30,10 @@ import (
 // the records.
 var ErrDamaged = errors.New("journal damaged")
 
+// ErrReadOnly is returned by Append when the store's key file holds no
+// signing key: a sealed export is read, never written to.
+var ErrReadOnly = errors.New("this store holds no signing key (a sealed export): its journal can be read, not extended")
+
 const (
 	dirName  = "journal"
 	stateDir = "state"
@@ -104,6 +108,9 @@ func (j *Journal) Last() (seq uint64, t time.Time) {
 func (j *Journal) Append(id *seal.Identity, now time.Time, typ, message string, data any) (Record, error) {
 	if !bytes.Equal(id.Public(), j.pub) {
 		return Record{}, errors.New("append journal record: identity does not match the store's public key")
+	}
+	if !id.CanSign() {
+		return Record{}, fmt.Errorf("append %s record: %w", typ, ErrReadOnly)
 	}
 	if typ == "" {
 		return Record{}, errors.New("append journal record: empty type")

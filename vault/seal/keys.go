@@ -57,11 +57,11 @@ type sealedKey struct {
 type keyFileJSON struct {
 	Version         int       `json:"version"`
 	IdentityPublic  []byte    `json:"identity_public"`
-	IdentityPrivate []byte    `json:"identity_private"`
+	IdentityPrivate []byte    `json:"identity_private,omitempty"`
 	IDKey           []byte    `json:"id_key"`
 	Recipient       string    `json:"recipient"`
 	RecipientSealed sealedKey `json:"recipient_sealed"`
-	SSHPrivate      string    `json:"ssh_private"`
+	SSHPrivate      string    `json:"ssh_private,omitempty"`
 }
 
 // Keys are the plain keys an unattended vault works with.
@@ -132,6 +132,9 @@ func kdfKey(passphrase []byte, sk sealedKey) []byte {
 
 // Marshal encodes the key file (format.md §4).
 func (k *Keys) Marshal() ([]byte, error) {
+	if !k.Identity.CanSign() || k.SSH == nil {
+		return nil, errors.New("encode key file: the keys are public-only (a sealed export's)")
+	}
 	block, err := ssh.MarshalPrivateKey(k.SSH, "drawbridge vault")
 	if err != nil {
 		return nil, fmt.Errorf("encode ssh key: %w", err)
@@ -144,6 +147,20 @@ func (k *Keys) Marshal() ([]byte, error) {
 		Recipient:       k.Recipient.String(),
 		RecipientSealed: k.sealed,
 		SSHPrivate:      string(pem.EncodeToMemory(block)),
+	}, "", "  ")
+}
+
+// MarshalPublic encodes the key file of a sealed export (format.md §4): the
+// same file without the identity's private half and without the SSH key, so
+// a lost export drive can neither sign as the vault nor log in to a source.
+// What it holds reads nothing without the restore passphrase.
+func (k *Keys) MarshalPublic() ([]byte, error) {
+	return json.MarshalIndent(keyFileJSON{
+		Version:         1,
+		IdentityPublic:  k.Identity.Public(),
+		IDKey:           k.IDKey.key[:],
+		Recipient:       k.Recipient.String(),
+		RecipientSealed: k.sealed,
 	}, "", "  ")
 }
 
@@ -161,7 +178,14 @@ func ParseKeys(b []byte) (*Keys, error) {
 	if kf.Version != 1 {
 		return nil, fmt.Errorf("%w: version %d is not supported", ErrKeyFile, kf.Version)
 	}
-	id, err := IdentityFromSeed(kf.IdentityPrivate)
+	var id *Identity
+	var err error
+	if kf.IdentityPrivate == nil {
+		// A sealed export's key file: it verifies, it does not sign.
+		id, err = PublicIdentity(kf.IdentityPublic)
+	} else {
+		id, err = IdentityFromSeed(kf.IdentityPrivate)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
 	}

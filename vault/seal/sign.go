@@ -1,6 +1,7 @@
 package seal
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -24,9 +25,11 @@ func Hash(parts ...[]byte) [HashSize]byte {
 }
 
 // Identity is the vault's Ed25519 signing key. The vault signs unattended, so
-// its private half is stored in plain in the key file.
+// its private half is stored in plain in the key file. A sealed export's key
+// file holds only the public half: such an Identity verifies, it cannot sign.
 type Identity struct {
-	priv ed25519.PrivateKey
+	priv ed25519.PrivateKey // nil for a public-only identity
+	pub  ed25519.PublicKey
 }
 
 // NewIdentity makes a fresh identity key.
@@ -35,7 +38,7 @@ func NewIdentity() (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate identity key: %w", err)
 	}
-	return &Identity{priv: priv}, nil
+	return &Identity{priv: priv, pub: priv.Public().(ed25519.PublicKey)}, nil
 }
 
 // IdentityFromSeed rebuilds an identity from its 32-byte seed.
@@ -43,18 +46,40 @@ func IdentityFromSeed(seed []byte) (*Identity, error) {
 	if len(seed) != ed25519.SeedSize {
 		return nil, errors.New("identity seed must be 32 bytes")
 	}
-	return &Identity{priv: ed25519.NewKeyFromSeed(seed)}, nil
+	priv := ed25519.NewKeyFromSeed(seed)
+	return &Identity{priv: priv, pub: priv.Public().(ed25519.PublicKey)}, nil
 }
 
-// Seed returns the 32-byte seed the key file stores.
-func (id *Identity) Seed() []byte { return id.priv.Seed() }
+// PublicIdentity is an identity that can verify but not sign.
+func PublicIdentity(pub []byte) (*Identity, error) {
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, errors.New("identity public key must be 32 bytes")
+	}
+	return &Identity{pub: bytes.Clone(pub)}, nil
+}
+
+// CanSign says whether the identity holds its private half.
+func (id *Identity) CanSign() bool { return id.priv != nil }
+
+// Seed returns the 32-byte seed the key file stores; nil when the identity
+// cannot sign.
+func (id *Identity) Seed() []byte {
+	if id.priv == nil {
+		return nil
+	}
+	return id.priv.Seed()
+}
 
 // Public returns the 32-byte public key.
-func (id *Identity) Public() []byte { return []byte(id.priv.Public().(ed25519.PublicKey)) }
+func (id *Identity) Public() []byte { return []byte(id.pub) }
 
 // Sign signs msg under a domain label, so a signature made for one purpose
-// never verifies for another.
+// never verifies for another. An identity that cannot sign returns nil;
+// callers check CanSign first.
 func (id *Identity) Sign(domain string, msg []byte) []byte {
+	if id.priv == nil {
+		return nil
+	}
 	return ed25519.Sign(id.priv, domainMessage(domain, msg))
 }
 

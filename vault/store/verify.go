@@ -3,14 +3,18 @@ package store
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sort"
+	"strings"
 	"sync"
 
 	"drawbridge/vault/index"
 	"drawbridge/vault/journal"
 	"drawbridge/vault/pack"
+	"drawbridge/vault/seal"
 	"drawbridge/vault/tree"
 )
 
@@ -110,6 +114,24 @@ func (s *Store) Verify(ctx context.Context, deep *Reader, progress VerifyProgres
 		}
 	}
 
+	// A sealed export's journal names the hash of every file copied; the
+	// outer checksums only catch damage, these catch tampering too.
+	signed, err := s.sealedFiles()
+	if err != nil {
+		v.add(Problem{Message: "journal: " + err.Error()})
+	}
+	for name, want := range signed {
+		if strings.HasPrefix(name, "packs/") {
+			continue // checked below, as each pack is read
+		}
+		b, err := readSmall(s.fs, name, 64<<20)
+		if err != nil {
+			v.add(Problem{Message: fmt.Sprintf("%s: %v (a sealed export signed it)", name, err)})
+		} else if h := seal.Hash(b); h != want {
+			v.add(Problem{Message: name + ": differs from the file the sealed export signed"})
+		}
+	}
+
 	// Every pack: outer checksums, without the passphrase.
 	files, err := s.packFiles()
 	if err != nil {
@@ -137,6 +159,11 @@ func (s *Store) Verify(ctx context.Context, deep *Reader, progress VerifyProgres
 			missing[id] = true
 		}
 	}
+	for name := range signed {
+		if id, ok := packOfPath(name); ok && !onDisk[id] {
+			missing[id] = true
+		}
+	}
 	for id := range missing {
 		v.add(Problem{Pack: id.String(), Message: "pack is missing", Snapshots: v.packSnaps[id]})
 	}
@@ -153,6 +180,9 @@ func (s *Store) Verify(ctx context.Context, deep *Reader, progress VerifyProgres
 			continue
 		}
 		v.Packs++
+		if want, ok := signed[id.Path()]; ok && seal.Hash(b) != want {
+			v.add(Problem{Pack: id.String(), Message: "differs from the pack the sealed export signed", Snapshots: v.packSnaps[id]})
+		}
 		res := pack.Scan(id, b)
 		offs := make(map[uint64][32]byte, len(res.Entries))
 		for _, e := range res.Entries {
@@ -336,6 +366,52 @@ func (s *Store) RebuildIndex(ctx context.Context) (packs int, err error) {
 	if err != nil {
 		return n, err
 	}
+	if !s.keys.Identity.CanSign() {
+		return n, nil // a sealed export: read-only, its journal stays as signed
+	}
 	_, err = s.jr.Append(s.keys.Identity, s.now(), "index-rebuild", fmt.Sprintf("index rebuilt from %d packs", n), map[string]any{"packs": n})
 	return n, err
+}
+
+// sealedFiles collects, from every sealed-export record of the journal, the
+// files that export copied and the hash H of each (format.md §8).
+func (s *Store) sealedFiles() (map[string][32]byte, error) {
+	out := map[string][32]byte{}
+	err := s.jr.Scan(func(r journal.Record) error {
+		if r.Type != "sealed-export" {
+			return nil
+		}
+		var d struct {
+			Files map[string]string `json:"files"`
+		}
+		if err := json.Unmarshal(r.Data, &d); err != nil {
+			return fmt.Errorf("record %d: bad sealed-export data: %w", r.Seq, err)
+		}
+		for name, hx := range d.Files {
+			b, err := hex.DecodeString(hx)
+			if err != nil || len(b) != 32 || !fs.ValidPath(name) {
+				return fmt.Errorf("record %d: bad sealed-export file entry %q", r.Seq, name)
+			}
+			out[name] = [32]byte(b)
+		}
+		return nil
+	})
+	if errors.Is(err, journal.ErrDamaged) {
+		err = nil // reported by journal.Verify
+	}
+	return out, err
+}
+
+// packOfPath returns the pack a name such as packs/ab/ab….pack stands for.
+func packOfPath(name string) (pack.ID, bool) {
+	rest, ok := strings.CutPrefix(name, "packs/")
+	if !ok || len(rest) < 3 {
+		return pack.ID{}, false
+	}
+	hx, ok := strings.CutSuffix(rest[3:], ".pack")
+	if !ok {
+		return pack.ID{}, false
+	}
+	id, err := pack.ParseID(hx)
+	return id, err == nil && id.Path() == name
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"drawbridge/vault/chunk"
+	"drawbridge/vault/journal"
 	"drawbridge/vault/pack"
 	"drawbridge/vault/tree"
 )
@@ -58,6 +59,9 @@ func (w *Writer) SetOrigin(kind, host, hostKey string) {
 func (s *Store) NewWriter(ctx context.Context, source string, o WriterOptions) (*Writer, error) {
 	if err := ValidSourceName(source); err != nil {
 		return nil, err
+	}
+	if !s.keys.Identity.CanSign() {
+		return nil, fmt.Errorf("snapshot of %s: %w", source, journal.ErrReadOnly)
 	}
 	known, err := s.idx.Packs()
 	if err != nil {
