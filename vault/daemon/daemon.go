@@ -3,6 +3,9 @@
 // that a crash left open, then opens the scheduled windows one after the
 // other and pulls every source in each.
 //
+// With Options.Heartbeat it touches a file every few seconds while its main
+// loop keeps within its own deadlines, for PID 1 to pet the watchdog by.
+//
 // Invariants:
 //   - The first thing Run does is take every interface but loopback down,
 //     before it reads the journal or anything else, and journal it.
@@ -123,6 +126,17 @@ type Options struct {
 	// Run has started, before the schedule.
 	WindowNow time.Duration
 
+	// Heartbeat, when set, is a file whose modification time the daemon
+	// sets every HeartbeatEvery while its main loop keeps within its own
+	// deadlines; PID 1 pets the hardware watchdog only while the file is
+	// fresh. It lives on tmpfs: when it exists at start-up, an earlier
+	// daemon of this boot ran, and a daemon-restarted record says when
+	// that one was last alive.
+	Heartbeat string
+	// HeartbeatEvery is how often Heartbeat is touched; 0 means
+	// DefaultHeartbeatEvery.
+	HeartbeatEvery time.Duration
+
 	// Log receives diagnostics; nil means slog.Default().
 	Log *slog.Logger
 }
@@ -143,6 +157,9 @@ type Daemon struct {
 	status    Status
 	done      span  // the last window handled, not to be opened again
 	lastAlert Alert // the clock alert last journaled
+	live      liveness
+	idle      map[uint64]context.CancelCauseFunc // work running through WhileIdle
+	idleSeq   uint64
 }
 
 type span struct{ start, end time.Time }
@@ -187,7 +204,11 @@ func New(o Options) (*Daemon, error) {
 	if o.FreeSpace == nil {
 		o.FreeSpace = statfs
 	}
+	if o.HeartbeatEvery <= 0 {
+		o.HeartbeatEvery = DefaultHeartbeatEvery
+	}
 	d := &Daemon{o: o, log: o.Log, now: make(chan time.Duration, 1), pulling: make(chan struct{}, 1)}
+	d.live = liveness{phase: phaseStarting, since: time.Now()}
 	if o.Pull == nil {
 		d.o.Pull = func(ctx context.Context) []pull.Result {
 			return pull.Run(ctx, o.Store, o.Config, "", pull.Options{
@@ -214,13 +235,21 @@ func (d *Daemon) OpenNow(length time.Duration) {
 // nil. A window open when ctx is done is closed link first. Run returns an
 // error only when it cannot start at all.
 func (d *Daemon) Run(ctx context.Context) error {
-	d.startup(ctx)
+	prevBeat, restarted := d.previousBeat()
+	d.beat(phaseStarting, time.Time{})
+	if d.o.Heartbeat != "" {
+		hbCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		go d.heartbeat(hbCtx)
+	}
+	d.startup(ctx, prevBeat, restarted)
 	d.saveStatus()
 	if d.o.WindowNow > 0 {
 		now := d.o.Clock()
 		d.window(ctx, now, now.Add(d.o.WindowNow), OpenNow)
 	}
 	for ctx.Err() == nil {
+		d.beat(phaseWaiting, time.Time{})
 		d.checkClock()
 		now := d.o.Clock()
 		start, end, ok := d.next(now)
@@ -246,7 +275,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // startup brings the vault to its resting state: network down, an
 // interrupted window closed in the journal, the clock checked.
-func (d *Daemon) startup(ctx context.Context) {
+func (d *Daemon) startup(ctx context.Context, prevBeat time.Time, restarted bool) {
 	// Before anything else: whatever happened before, the link is down.
 	downErr := d.o.Link.DownAll(context.WithoutCancel(ctx))
 	var relayErr error
@@ -269,6 +298,11 @@ func (d *Daemon) startup(ctx context.Context) {
 		}
 	}
 	d.journal(window.RecordLinkDown, msg, rec)
+	if restarted {
+		d.journal(RecordRestarted, "the daemon was restarted; the previous one was last alive at "+stamp(prevBeat),
+			map[string]any{"last_alive": prevBeat.UTC()})
+		d.log.Warn("an earlier daemon of this boot stopped; restarted", "last_alive", stamp(prevBeat))
+	}
 
 	// One pass over the journal: the clock's high-water mark, a window
 	// left open, and what the status shows.
@@ -385,6 +419,7 @@ func (d *Daemon) window(ctx context.Context, start, end time.Time, why string) {
 	if ctx.Err() != nil {
 		return
 	}
+	d.enterWindow(end)
 	d.mu.Lock()
 	if why == OpenSchedule {
 		d.done = span{start, end}
