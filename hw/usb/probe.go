@@ -1,0 +1,137 @@
+package usb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"strings"
+	"unicode/utf16"
+)
+
+// probeSize is how much of a device Probe reads first: enough for every
+// superblock it knows (iso9660's is at 32 KiB).
+const probeSize = 64 << 10
+
+// Probe names the filesystem whose superblock starts r, and its label:
+// "vfat", "exfat", "ext2", "ext3", "ext4", or, to name what is refused,
+// "ntfs", "iso9660", "xfs", "btrfs". It returns "" for anything else. It
+// reads at most a few KiB past the superblocks and trusts none of their
+// numbers beyond bounds checks.
+func Probe(r io.ReaderAt) (fstype, label string, err error) {
+	buf := make([]byte, probeSize)
+	n, err := r.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", "", err
+	}
+	b := buf[:n]
+	switch {
+	case len(b) >= 2048 && binary.LittleEndian.Uint16(b[1024+0x38:]) == 0xEF53:
+		t, l := probeExt(b[1024:2048])
+		return t, l, nil
+	case len(b) >= 512 && string(b[3:11]) == "EXFAT   ":
+		return "exfat", exfatLabel(r, b), nil
+	case len(b) >= 512 && string(b[3:11]) == "NTFS    ":
+		return "ntfs", "", nil
+	case len(b) >= 512 && isFAT(b):
+		return "vfat", fatLabel(b), nil
+	case len(b) >= 4 && string(b[:4]) == "XFSB":
+		return "xfs", "", nil
+	case len(b) >= 32774 && string(b[32769:32774]) == "CD001":
+		return "iso9660", "", nil
+	}
+	var btrfs [8]byte
+	if _, err := r.ReadAt(btrfs[:], 0x10040); err == nil && string(btrfs[:]) == "_BHRfS_M" {
+		return "btrfs", "", nil
+	}
+	return "", "", nil
+}
+
+func probeExt(sb []byte) (string, string) {
+	compat := binary.LittleEndian.Uint32(sb[0x5C:])
+	incompat := binary.LittleEndian.Uint32(sb[0x60:])
+	roCompat := binary.LittleEndian.Uint32(sb[0x64:])
+	label := cString(sb[0x78 : 0x78+16])
+	const (
+		hasJournal = 0x4
+		// extents, 64bit, flex_bg, mmp, inline data...
+		ext4Incompat = 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x8000
+		// huge_file, gdt_csum, dir_nlink, extra_isize, metadata_csum
+		ext4RoCompat = 0x8 | 0x10 | 0x20 | 0x40 | 0x400
+	)
+	switch {
+	case incompat&ext4Incompat != 0 || roCompat&ext4RoCompat != 0:
+		return "ext4", label
+	case compat&hasJournal != 0:
+		return "ext3", label
+	}
+	return "ext2", label
+}
+
+// isFAT checks a FAT boot sector: the signature, a sane sector and
+// cluster size, and the type string of FAT12/16 or FAT32.
+func isFAT(b []byte) bool {
+	if b[510] != 0x55 || b[511] != 0xAA || (b[0] != 0xEB && b[0] != 0xE9) {
+		return false
+	}
+	bps := binary.LittleEndian.Uint16(b[11:])
+	spc := b[13]
+	if bps < 512 || bps > 4096 || bps&(bps-1) != 0 || spc == 0 || spc&(spc-1) != 0 {
+		return false
+	}
+	return strings.HasPrefix(string(b[54:62]), "FAT1") || string(b[82:90]) == "FAT32   "
+}
+
+func fatLabel(b []byte) string {
+	l := b[43:54]
+	if string(b[82:90]) == "FAT32   " {
+		l = b[71:82]
+	}
+	s := strings.TrimRight(cString(l), " ")
+	if s == "NO NAME" {
+		return ""
+	}
+	return s
+}
+
+// exfatLabel reads the volume label entry from the first cluster of the
+// root directory.
+func exfatLabel(r io.ReaderAt, b []byte) string {
+	heap := binary.LittleEndian.Uint32(b[88:])
+	root := binary.LittleEndian.Uint32(b[96:])
+	bpsShift, spcShift := uint(b[108]), uint(b[109])
+	if bpsShift < 9 || bpsShift > 12 || spcShift > 25-bpsShift || root < 2 {
+		return ""
+	}
+	off := (uint64(heap) + uint64(root-2)<<spcShift) << bpsShift
+	size := min(uint64(1)<<(bpsShift+spcShift), 64<<10)
+	if off > 1<<50 {
+		return ""
+	}
+	dir := make([]byte, size)
+	n, err := r.ReadAt(dir, int64(off))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return ""
+	}
+	for e := dir[:n-n%32]; len(e) >= 32; e = e[32:] {
+		switch e[0] {
+		case 0x00: // end of directory
+			return ""
+		case 0x83:
+			count := min(int(e[1]), 11)
+			u := make([]uint16, count)
+			for i := range u {
+				u[i] = binary.LittleEndian.Uint16(e[2+2*i:])
+			}
+			return string(utf16.Decode(u))
+		}
+	}
+	return ""
+}
+
+func cString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return strings.ToValidUTF8(string(b), "?")
+}
