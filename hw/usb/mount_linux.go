@@ -215,7 +215,8 @@ func fuseMount(dev, dir, fstype string, readOnly bool) (func() error, error) {
 		opts = "ro"
 	}
 	out := &tail{}
-	cmd := exec.Command(bin, drv.foreground, "-o", opts+",nosuid,nodev,noexec", dev, dir)
+	// fsname puts the device in the mount table, where Format looks.
+	cmd := exec.Command(bin, drv.foreground, "-o", opts+",nosuid,nodev,noexec,fsname="+dev, dev, dir)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", drv.name, err)

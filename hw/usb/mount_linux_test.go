@@ -1,0 +1,275 @@
+package usb
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// need skips the test with what to install, or fails it under CI=true.
+func need(t testing.TB, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true requires it)")
+	}
+	t.Skip(msg)
+}
+
+// loopImage makes a sparse image of size bytes, runs mkfs on it if one is
+// given, and attaches it to a loop device. It returns the image's path and
+// the loop device's kernel name.
+func loopImage(t testing.TB, size int64, mkfs ...string) (string, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		need(t, "needs root for loop devices")
+	}
+	if _, err := exec.LookPath("losetup"); err != nil {
+		need(t, "needs losetup: apt-get install util-linux")
+	}
+	img := filepath.Join(t.TempDir(), "stick.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	if len(mkfs) > 0 {
+		if _, err := exec.LookPath(mkfs[0]); err != nil {
+			need(t, "needs "+mkfs[0]+": apt-get install e2fsprogs dosfstools exfatprogs")
+		}
+		if out, err := exec.Command(mkfs[0], append(mkfs[1:], img)...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", mkfs[0], err, out)
+		}
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		need(t, "losetup: "+strings.TrimSpace(string(out)))
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return img, filepath.Base(dev)
+}
+
+// loopDrive lists the drives with Any set and returns the loop device's.
+func loopDrive(t testing.TB, p *Ports, name string) Drive {
+	t.Helper()
+	drives, _ := p.List() // other loop devices of the machine may be unreadable
+	for _, d := range drives {
+		if d.Name == name {
+			return d
+		}
+	}
+	t.Fatalf("%s not listed among %+v", name, drives)
+	return Drive{}
+}
+
+func testPorts() *Ports {
+	p := Local()
+	p.Any = true
+	return p
+}
+
+// canMount reports whether fstype can be mounted here: by the kernel, or
+// through its FUSE driver.
+func canMount(t *testing.T, fstype string) {
+	t.Helper()
+	if fstype == "ext4" {
+		return
+	}
+	b, _ := os.ReadFile("/proc/filesystems")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(strings.TrimPrefix(l, "nodev")) == fstype {
+			return
+		}
+	}
+	exec.Command("modprobe", fstype).Run()
+	if _, err := lookTool(fuseDrivers[fstype].name); err == nil {
+		t.Logf("the kernel has no %s; mounting through %s", fstype, fuseDrivers[fstype].name)
+		return
+	}
+	need(t, "the kernel has no "+fstype+" and "+fuseDrivers[fstype].name+" is missing: apt-get install fusefat exfat-fuse")
+}
+
+func TestFormatMountUnmount(t *testing.T) {
+	for _, c := range []struct{ fstype, mkfs, label, want string }{
+		{"ext4", "mke2fs", "Backups", "Backups"},
+		{"exfat", "mkfs.exfat", "Backups", "Backups"},
+		{"vfat", "mkfs.vfat", "Backups", "BACKUPS"},
+	} {
+		t.Run(c.fstype, func(t *testing.T) {
+			if _, err := lookTool(c.mkfs); err != nil {
+				need(t, "needs "+c.mkfs+": apt-get install e2fsprogs dosfstools exfatprogs")
+			}
+			_, name := loopImage(t, 96<<20)
+			p := testPorts()
+			d := loopDrive(t, p, name)
+			if len(d.Partitions) != 0 {
+				t.Fatalf("blank drive has partitions: %+v", d.Partitions)
+			}
+			ctx := context.Background()
+			if err := p.Format(ctx, d, c.fstype, c.label, "yes"); !errors.Is(err, ErrNotConfirmed) {
+				t.Fatalf("Format with \"yes\": %v", err)
+			}
+			if err := p.Format(ctx, d, c.fstype, c.label, d.Confirmation()); err != nil {
+				t.Fatal(err)
+			}
+			d = loopDrive(t, p, name)
+			if len(d.Partitions) != 1 || d.Partitions[0].FSType != c.fstype || d.Partitions[0].Label != c.want {
+				t.Fatalf("after formatting as %s labelled %q: %+v", c.fstype, c.want, d.Partitions)
+			}
+			canMount(t, c.fstype)
+
+			dir := filepath.Join(t.TempDir(), "mnt")
+			m, err := p.Mount(d.Partitions[0], dir, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Unmount()
+			var st unix.Statfs_t
+			if err := unix.Statfs(m.Root(), &st); err != nil {
+				t.Fatal(err)
+			}
+			if want := int64(unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC); st.Flags&want != want || st.Flags&unix.ST_RDONLY != 0 {
+				t.Errorf("mount flags %#x, want nosuid, nodev, noexec, rw", st.Flags)
+			}
+			free, size, err := m.Space()
+			if err != nil || free <= 0 || size < 64<<20 || free > size {
+				t.Errorf("Space() = %d, %d, %v", free, size, err)
+			}
+			if err := os.WriteFile(filepath.Join(m.Root(), "hello.txt"), []byte("hello"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Format(ctx, d, c.fstype, "", d.Confirmation()); !errors.Is(err, ErrInUse) {
+				t.Errorf("Format of a mounted drive: %v", err)
+			}
+			if err := m.Unmount(); err != nil {
+				t.Fatal(err)
+			}
+			if isMountPoint(dir) {
+				t.Fatal("still mounted after Unmount")
+			}
+
+			m, err = p.Mount(d.Partitions[0], dir, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Unmount()
+			if b, err := os.ReadFile(filepath.Join(m.Root(), "hello.txt")); err != nil || string(b) != "hello" {
+				t.Errorf("read back %q, %v", b, err)
+			}
+			if err := os.WriteFile(filepath.Join(m.Root(), "more.txt"), nil, 0o644); err == nil {
+				t.Error("wrote to a read-only mount")
+			}
+			if err := m.Unmount(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func sum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// TestMountRefused: a damaged ext4, no filesystem at all, and NTFS are each
+// refused with their own error, nothing is mounted and the image is
+// unchanged.
+func TestMountRefused(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		mkfs   []string
+		damage func(f *os.File) error
+		want   error
+	}{
+		{"damaged ext4", []string{"mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096"}, func(f *os.File) error {
+			// Garbage over the group descriptors (the block after the superblock).
+			junk := make([]byte, 4096)
+			for i := range junk {
+				junk[i] = byte(i*7 + 3)
+			}
+			_, err := f.WriteAt(junk, 4096)
+			return err
+		}, ErrCorrupt},
+		{"blank", nil, nil, ErrUnsupported},
+		{"ntfs", nil, func(f *os.File) error {
+			_, err := f.WriteAt([]byte("NTFS    "), 3)
+			return err
+		}, ErrUnsupported},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img, name := loopImage(t, 32<<20, c.mkfs...)
+			if c.damage != nil {
+				f, err := os.OpenFile("/dev/"+name, os.O_WRONLY, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.damage(f); err != nil {
+					t.Fatal(err)
+				}
+				f.Sync()
+				f.Close()
+			}
+			before := sum(t, img)
+			p := testPorts()
+			d := loopDrive(t, p, name)
+			part := Partition{Name: d.Name, Path: d.Path, Size: d.Size}
+			dir := filepath.Join(t.TempDir(), "mnt")
+			m, err := p.Mount(part, dir, false)
+			if err == nil {
+				m.Unmount()
+				t.Fatal("mounted")
+			}
+			if !errors.Is(err, c.want) {
+				t.Errorf("Mount: %v; want %v", err, c.want)
+			}
+			t.Logf("refused: %v", err)
+			if isMountPoint(dir) {
+				t.Error("left mounted")
+			}
+			exec.Command("blockdev", "--flushbufs", "/dev/"+name).Run()
+			if sum(t, img) != before {
+				t.Error("the image changed")
+			}
+		})
+	}
+}
+
+// TestSymlinkOutside: a stick whose files are symlinks to the vault's own
+// directories. Read through os.OpenRoot(m.Root()) they lead nowhere.
+func TestSymlinkOutside(t *testing.T) {
+	_, name := loopImage(t, 32<<20, "mke2fs", "-q", "-F", "-t", "ext4")
+	p := testPorts()
+	d := loopDrive(t, p, name)
+	dir := filepath.Join(t.TempDir(), "mnt")
+	m, err := p.Mount(d.Partitions[0], dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount()
+	secret := t.TempDir()
+	os.WriteFile(filepath.Join(secret, "key"), []byte("secret"), 0o600)
+	os.Symlink(secret, filepath.Join(dir, "abs"))
+	os.Symlink("../../../../../../../../"+secret, filepath.Join(dir, "rel"))
+	root, err := os.OpenRoot(m.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	for _, n := range []string{"abs/key", "rel/key"} {
+		if b, err := root.ReadFile(n); err == nil {
+			t.Errorf("%s read through the stick's symlink: %q", n, b)
+		}
+	}
+}
