@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"drawbridge/vault/export"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
 )
@@ -90,7 +91,7 @@ func init() {
 		{"snapshots", "list snapshots [--source NAME]", []string{"source"}, nil, cmdSnapshots},
 		{"ls", "list a snapshot's files: ls SNAP [PATH]", nil, nil, cmdLs},
 		{"restore", "restore SNAP[:PATH] --target DIR", []string{"target"}, nil, cmdRestore},
-		{"export", "plain-file export with a signed manifest: export SNAP[:PATH] --to DIR [--verifiers DIR]", []string{"to", "verifiers"}, nil, cmdExport},
+		{"export", "plain-file export with a signed manifest: export SNAP[:PATH] --to DIR [--verifiers DIR]; or a sealed (encrypted) copy: export SNAP… --to DIR --sealed", []string{"to", "verifiers"}, []string{"sealed"}, cmdExport},
 		{"verify", "check packs, journal and index [--deep: decrypt and re-hash everything]", nil, []string{"deep"}, cmdVerify},
 		{"journal", "print the journal", nil, nil, cmdJournal},
 		{"index", "index rebuild: rebuild the index from the packs", nil, nil, cmdIndex},
@@ -178,6 +179,9 @@ func (c *call) openWith(o store.Options) (*store.Store, error) {
 		return nil, err
 	}
 	s, err := store.Open(dir, o)
+	if errors.Is(err, store.ErrNotAStore) && export.IncompleteSealed(dir) {
+		return nil, exitError{1, fmt.Sprintf("%s holds a sealed export that was interrupted before it finished (it has no store.json): nothing in it can be used; export again to an empty drive", dir)}
+	}
 	if err != nil {
 		return nil, err
 	}

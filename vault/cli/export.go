@@ -6,15 +6,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"drawbridge/vault/export"
 	"drawbridge/vault/seal"
+	"drawbridge/vault/store"
 )
 
 // cmdExport writes the plain-file export of DESIGN.md §7.
 func cmdExport(ctx context.Context, c *call) error {
+	if c.args.has("sealed") {
+		return cmdExportSealed(ctx, c)
+	}
 	rd, err := c.openReading("export", "to")
 	if err != nil {
 		return err
@@ -27,6 +32,9 @@ func cmdExport(ctx context.Context, c *call) error {
 		verifiers = defaultVerifiers()
 	}
 	keys := s.Keys()
+	if !keys.Identity.CanSign() {
+		return exitError{1, "this store is a sealed export: it holds no signing key, so it cannot sign a plain export's MANIFEST; restore from it instead"}
+	}
 	var done atomic.Int64
 	b := startBar(c.env.Stderr, c.quiet(), "export", done.Load, func() int64 { return sn.Bytes }, nil)
 	rep, err := export.Export(ctx, r, root, path, to, export.Snapshot{
@@ -101,4 +109,83 @@ func defaultVerifiers() string {
 		exe = r
 	}
 	return filepath.Join(filepath.Dir(exe), "verify")
+}
+
+// cmdExportSealed writes a sealed export: the chosen snapshots as a store of
+// their own, still encrypted (docs/export-format.md). It decrypts nothing
+// and so needs no passphrase.
+func cmdExportSealed(ctx context.Context, c *call) error {
+	if len(c.args.pos) == 0 {
+		return usagef("export --sealed needs at least one SNAP")
+	}
+	to := c.args.get("to")
+	if to == "" {
+		return usagef("export needs --to DIR")
+	}
+	if c.args.get("verifiers") != "" {
+		return usagef("--verifiers is for the plain export; a sealed export is read with drawbridge itself")
+	}
+	s, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	all, err := s.Snapshots()
+	if err != nil {
+		return err
+	}
+	var snaps []store.Snapshot
+	seen := map[string]bool{}
+	for _, name := range c.args.pos {
+		if strings.Contains(name, ":") {
+			return usagef("a sealed export copies whole snapshots: %q names a path", name)
+		}
+		sn, err := store.FindIn(all, name)
+		if err != nil {
+			return err
+		}
+		if !seen[sn.ID] {
+			seen[sn.ID] = true
+			snaps = append(snaps, *sn)
+		}
+	}
+	var total int64
+	var done atomic.Int64
+	b := startBar(c.env.Stderr, c.quiet(), "export", done.Load, func() int64 { return total }, nil)
+	rep, err := export.Sealed(ctx, s, snaps, to, export.SealedOptions{Progress: func(n int64) { done.Add(n) }})
+	b.finish()
+	if err != nil {
+		if errors.Is(err, export.ErrTargetNotEmpty) {
+			return exitError{1, fmt.Sprintf("%v: export needs a missing or empty directory", err)}
+		}
+		return fmt.Errorf("sealed export failed; the copy has no store.json and will not open: %w", err)
+	}
+	keys := s.Keys()
+	data := map[string]any{"sealed": true, "snapshots": rep.Snapshots, "target": to, "packs": rep.Packs,
+		"bytes": rep.Bytes, "record": rep.Record}
+	msg := fmt.Sprintf("sealed export of %d snapshots to %s: %d packs, %d bytes", len(rep.Snapshots), to, rep.Packs, rep.Bytes)
+	if _, err := s.Journal().Append(keys.Identity, time.Now().UTC(), "export", msg, data); err != nil {
+		fmt.Fprintf(c.env.Stderr, "warning: the export was not journaled: %v\n", err)
+	}
+	rate := 0.0
+	if rep.Seconds > 0 {
+		rate = float64(rep.Bytes) / 1e6 / rep.Seconds
+	}
+	if c.jsonOut() {
+		data["identity"] = seal.Fingerprint(keys.Identity.Public())
+		data["seconds"] = rep.Seconds
+		data["mb_per_s"] = rate
+		return writeJSON(c, data)
+	}
+	if !c.quiet() {
+		w := c.env.Stdout
+		fmt.Fprintf(w, "sealed export of %d snapshots to %s: %d packs, %s, %.2f s, %.1f MB/s\n",
+			len(rep.Snapshots), rep.Dir, rep.Packs, humanBytes(rep.Bytes), rep.Seconds, rate)
+		for _, id := range rep.Snapshots {
+			fmt.Fprintf(w, "  %s\n", id)
+		}
+		fmt.Fprintf(w, "identity key: %s\n", seal.Fingerprint(keys.Identity.Public()))
+		fmt.Fprintf(w, "read it with: drawbridge snapshots --store %s (restore needs the restore passphrase)\n", rep.Dir)
+	}
+	return nil
 }

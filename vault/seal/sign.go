@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash"
 
 	"github.com/zeebo/blake3"
 )
@@ -23,6 +24,9 @@ func Hash(parts ...[]byte) [HashSize]byte {
 	h.Sum(out[:0])
 	return out
 }
+
+// NewHash returns a streaming H, for files too large to hold at once.
+func NewHash() hash.Hash { return blake3.New() }
 
 // Identity is the vault's Ed25519 signing key. The vault signs unattended, so
 // its private half is stored in plain in the key file. A sealed export's key
