@@ -78,7 +78,11 @@ func BuildInitramfs(ctx context.Context, cfg InitramfsConfig) error {
 	for _, m := range plan.Missing {
 		fmt.Fprintf(cfg.Log, "images: warning: module %s is not in kernel %s\n", m, cfg.Release)
 	}
-	base, err := baseArchive(cfg.Release, ix.Subset(plan.Load))
+	tools, err := externalRecords(ExternalTools)
+	if err != nil {
+		return fmt.Errorf("external tools: %w", err)
+	}
+	base, err := baseArchive(cfg.Release, ix.Subset(plan.Load), tools)
 	if err != nil {
 		return err
 	}
@@ -124,10 +128,11 @@ func BuildInitramfs(ctx context.Context, cfg InitramfsConfig) error {
 	return nil
 }
 
-// baseArchive holds what is not built or copied: the directories, the
-// console device the kernel opens for /init before anything is mounted,
-// os-release, and the module index for the modules in the image.
-func baseArchive(release string, index map[string][]byte) (*cpio.Archive, error) {
+// baseArchive holds what is not built by the go command: the directories,
+// the console device the kernel opens for /init before anything is
+// mounted, os-release, the module index for the modules in the image, and
+// extra (the external tools and their libraries).
+func baseArchive(release string, index map[string][]byte, extra []cpio.Record) (*cpio.Archive, error) {
 	recs := []cpio.Record{
 		cpio.Directory("bin", 0o755),
 		cpio.Directory("data", 0o755),
@@ -151,6 +156,16 @@ func baseArchive(release string, index map[string][]byte) (*cpio.Archive, error)
 	sort.Strings(names)
 	for _, name := range names {
 		recs = append(recs, cpio.StaticFile(path.Join("lib/modules", release, name), string(index[name]), 0o444))
+	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		seen[r.Name] = true
+	}
+	for _, r := range extra {
+		if !seen[r.Name] {
+			seen[r.Name] = true
+			recs = append(recs, r)
+		}
 	}
 	return cpio.ArchiveFromRecords(recs)
 }
