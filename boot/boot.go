@@ -1,16 +1,36 @@
 // Package boot is the appliance's PID 1 (DESIGN.md §6): the boot as a list
 // of named steps — mount the pseudo filesystems, load the kernel modules in
 // the image, wait for the kernel's random pool, read the RTC, arm the
-// watchdog, watch the power button, find and mount the data disk, start the
-// vault daemon — each reporting one line on the console, then
-// "drawbridge: ready". After that PID 1 reaps children and waits for a
-// power-off request (the power button, ctrl-alt-del, SIGTERM, SIGUSR2),
-// which runs the shutdown steps: stop the services, sync, unmount, disarm
-// the watchdog, power off.
+// watchdog, watch the power button, find the data disk (on first boot:
+// offer a blank disk for formatting, at the console), mount it, make the
+// store and import the configuration if they are missing, start the vault
+// daemon with the consoles — each reporting one line on the console, then
+// "drawbridge: ready". After that PID 1 writes on the console only when
+// something goes wrong (the daemon's full-screen console owns it), reaps
+// children, keeps the daemon running, pets the watchdog while the daemon's
+// heartbeat is fresh, and waits for a request:
+//
+//   - power off: the power button, ctrl-alt-del (SIGINT), SIGTERM, SIGUSR2,
+//     SIGPWR;
+//   - reboot: SIGUSR1 (the console sends it).
+//
+// Either runs the shutdown steps — stop the services, sync, unmount,
+// disarm the watchdog — then powers off or reboots.
+//
+// The kernel command line may carry (see Cmdline):
+//
+//	drawbridge.window_now=DURATION      the daemon opens a window at once (make run)
+//	drawbridge.watchdog_timeout=DURATION the hardware watchdog's timeout
+//	drawbridge.fault=ACTION-daemon-after:DURATION[,...]
+//	                                    FOR TESTS ONLY: SIGKILL (kill) or SIGSTOP
+//	                                    (stop) the daemon that long after it starts
 //
 // Invariants:
 //   - A step that fails or panics is reported and the boot goes on: a box
 //     that reaches ready can at least tell the person at it what is wrong.
+//   - A disk is formatted only when it is blank (its first and last MiB are
+//     zeros), it is the only blank disk, no disk carries the data disk's
+//     label, and the person at the console typed "format NAME".
 //   - Nothing here listens on a network socket or brings a link up.
 //   - Every hardware access goes through the interfaces of Hardware, so the
 //     steps run in tests against fakes; Linux returns the real ones.
@@ -22,7 +42,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"path"
 	"runtime"
 	"strings"
 	"sync"
@@ -40,8 +59,19 @@ const (
 	DataDir = "/data"
 	// ConfigFile is the daemon's configuration, on the data disk.
 	ConfigFile = DataDir + "/drawbridge.toml"
+	// StoreDir is the vault's store, on the data disk; StoreMarker is the
+	// file every store has.
+	StoreDir    = DataDir + "/store"
+	StoreMarker = StoreDir + "/store.json"
 	// Daemon is the vault's binary.
 	Daemon = "/bin/drawbridge"
+	// Mke2fs formats the data disk.
+	Mke2fs = "/sbin/mke2fs"
+	// HeartbeatFile is touched by the daemon while it is alive.
+	HeartbeatFile = "/run/drawbridge/heartbeat"
+	// ConsoleTTY is the screen and keyboard of the box, given to the
+	// daemon's console besides the kernel's console= devices.
+	ConsoleTTY = "/dev/tty1"
 	// ModulesDir holds a directory per kernel release with its modules.
 	ModulesDir = "/lib/modules"
 )
@@ -76,10 +106,16 @@ type Timing struct {
 	// whole wait. Disks behind AHCI and USB appear some time after their
 	// driver loads (usb-storage waits a second before it scans a stick).
 	DiskSettle, DiskTimeout time.Duration
-	// Watchdog is how often the watchdog is petted.
-	Watchdog time.Duration
+	// Watchdog is how often the watchdog is petted; Heartbeat is how old
+	// the daemon's heartbeat may get before PID 1 stops petting it.
+	Watchdog, Heartbeat time.Duration
 	// Stop is how long a service has to exit after SIGTERM.
 	Stop time.Duration
+	// Confirm bounds the wait for an answer at the console; no answer is
+	// "no".
+	Confirm time.Duration
+	// Format bounds mke2fs.
+	Format time.Duration
 }
 
 // DefaultTiming is the appliance's timing.
@@ -88,7 +124,10 @@ var DefaultTiming = Timing{
 	DiskSettle:  2 * time.Second,
 	DiskTimeout: 10 * time.Second,
 	Watchdog:    10 * time.Second,
+	Heartbeat:   30 * time.Second,
 	Stop:        10 * time.Second,
+	Confirm:     10 * time.Minute,
+	Format:      30 * time.Minute,
 }
 
 // Hardware is the kernel and the devices as PID 1 uses them.
@@ -108,8 +147,25 @@ type Hardware struct {
 	PowerButtons func() ([]io.ReadCloser, error)
 	Procs        Starter
 	Power        Power
-	// Stat reports whether a file exists (the daemon, its configuration).
-	Stat func(name string) (fs.FileInfo, error)
+	// Stat reports whether a file exists (the daemon, its configuration)
+	// and when it was last written (the heartbeat).
+	Stat     func(name string) (fs.FileInfo, error)
+	MkdirAll func(name string, perm fs.FileMode) error
+	// Terminal opens the console's keyboard for PID 1's questions.
+	Terminal func() (Terminal, error)
+	// Cmdline is the kernel command line.
+	Cmdline func() (string, error)
+	// KernelLogLevel sets the level below which the kernel's messages
+	// reach the console.
+	KernelLogLevel func(level int) error
+}
+
+// Terminal is the console as PID 1 reads answers from it: whole lines.
+type Terminal interface {
+	// ReadLine returns the next line typed, without its line ending; an
+	// error wrapping os.ErrDeadlineExceeded when none came within timeout.
+	ReadLine(timeout time.Duration) (string, error)
+	Close() error
 }
 
 // Mounter mounts and unmounts filesystems.
@@ -154,6 +210,7 @@ type RTC interface {
 type Watchdog interface {
 	Identity() string
 	Timeout() (time.Duration, error)
+	SetTimeout(time.Duration) error
 	// Pet tells the watchdog the system is alive.
 	Pet() error
 	// Disarm stops the watchdog (the "magic close") for a clean power-off.
@@ -167,6 +224,7 @@ type Power interface {
 	CtrlAltDelSignals() error
 	Sync()
 	PowerOff() error
+	Reboot() error
 }
 
 // Appliance is PID 1's state: the hardware, what the boot found, the
@@ -179,20 +237,30 @@ type Appliance struct {
 	DebugShell string
 	Timing     Timing
 
-	shutdown chan string // reasons to power off
+	requests chan Request
 
-	mu       sync.Mutex
-	disk     *blockdev.Device // the data disk, nil when none
-	mounted  bool             // the data disk is mounted on DataDir
-	watchdog Watchdog
-	stopPet  chan struct{}
-	petDone  chan struct{}
-	services []*Service
+	mu        sync.Mutex
+	cmdline   *Cmdline
+	disk      *blockdev.Device // the data disk, nil when none
+	ambiguous bool             // more than one disk has the data disk's label
+	mounted   bool             // the data disk is mounted on DataDir
+	watchdog  Watchdog
+	stopPet   chan struct{}
+	petDone   chan struct{}
+	services  []*Service
+	daemon    *Service // also in services; nil when not started
+	heartbeat string   // the daemon's heartbeat file; "" when it has none
+}
+
+// Request is a request to go down.
+type Request struct {
+	Why    string // said on the console
+	Reboot bool   // reboot rather than power off
 }
 
 // New returns PID 1's state for the given hardware, writing to console.
 func New(hw Hardware, console io.Writer) *Appliance {
-	return &Appliance{HW: hw, Console: NewConsole(console), Timing: DefaultTiming, shutdown: make(chan string, 4)}
+	return &Appliance{HW: hw, Console: NewConsole(console), Timing: DefaultTiming, requests: make(chan Request, 4)}
 }
 
 // Steps are the boot, in order.
@@ -206,9 +274,10 @@ func (a *Appliance) Steps() []Step {
 		{"watchdog", a.startWatchdog},
 		{"power-button", a.watchPowerButton},
 		{"data-disk", a.findDataDisk},
-		// A step asking at the console to format a blank disk goes
-		// here: it runs when findDataDisk found none, and sets a.disk.
+		{"format", a.formatBlankDisk},
 		{"mount-data", a.mountData},
+		{"store", a.makeStore},
+		{"config", a.importConfig},
 		{"daemon", a.startDaemon},
 	}
 	if a.DebugShell != "" {
@@ -218,27 +287,43 @@ func (a *Appliance) Steps() []Step {
 }
 
 // RequestShutdown asks PID 1 to power off; why is said on the console.
-func (a *Appliance) RequestShutdown(why string) {
+func (a *Appliance) RequestShutdown(why string) { a.request(Request{Why: why}) }
+
+// RequestReboot asks PID 1 to reboot.
+func (a *Appliance) RequestReboot(why string) { a.request(Request{Why: why, Reboot: true}) }
+
+func (a *Appliance) request(r Request) {
 	select {
-	case a.shutdown <- why:
-	default: // one is already pending
+	case a.requests <- r:
+	default: // enough are already pending
 	}
 }
 
-// Boot runs the boot steps and announces that the box is ready.
+// QuietLogLevel is the kernel's console log level after ready: errors and
+// worse only, so that the kernel does not write over the full-screen
+// console.
+const QuietLogLevel = 4
+
+// Boot runs the boot steps and announces that the box is ready. From then
+// on the kernel writes only its errors to the console.
 func (a *Appliance) Boot(ctx context.Context) []Result {
 	r := Run(ctx, a.Console, "boot", a.Steps())
 	a.Console.Printf("drawbridge: ready")
+	if a.HW.KernelLogLevel != nil {
+		if err := a.HW.KernelLogLevel(QuietLogLevel); err != nil {
+			a.Console.Printf("drawbridge: kernel log level: %v", err)
+		}
+	}
 	return r
 }
 
-// Wait blocks until a shutdown is requested or ctx is done, and returns why.
-func (a *Appliance) Wait(ctx context.Context) string {
+// Wait blocks until a power-off or a reboot is requested, or ctx is done.
+func (a *Appliance) Wait(ctx context.Context) Request {
 	select {
-	case why := <-a.shutdown:
-		return why
+	case r := <-a.requests:
+		return r
 	case <-ctx.Done():
-		return ctx.Err().Error()
+		return Request{Why: ctx.Err().Error()}
 	}
 }
 
@@ -369,14 +454,19 @@ func (a *Appliance) startWatchdog(ctx context.Context, log *Log) error {
 	if err != nil {
 		return err
 	}
+	if d := a.Cmdline().WatchdogTimeout; d > 0 {
+		if err := wd.SetTimeout(d); err != nil {
+			log.Warnf("set the timeout to %v: %v", d, err)
+		}
+	}
 	if err := wd.Pet(); err != nil {
 		wd.Disarm()
 		return fmt.Errorf("pet %s: %w", wd.Identity(), err)
 	}
 	if t, err := wd.Timeout(); err == nil {
-		log.Printf("%s, reboots a hung box after %v; petted every %v", wd.Identity(), t, a.Timing.Watchdog)
+		log.Printf("%s, reboots a hung box after %v; petted every %v while the daemon is alive", wd.Identity(), t, a.Timing.Watchdog)
 	} else {
-		log.Printf("%s, petted every %v", wd.Identity(), a.Timing.Watchdog)
+		log.Printf("%s, petted every %v while the daemon is alive", wd.Identity(), a.Timing.Watchdog)
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	a.mu.Lock()
@@ -386,12 +476,24 @@ func (a *Appliance) startWatchdog(ctx context.Context, log *Log) error {
 		defer close(done)
 		t := time.NewTicker(a.Timing.Watchdog)
 		defer t.Stop()
-		failing := false
+		failing, hung := false, false
 		for {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
+			}
+			alive, age := a.daemonAlive()
+			if !alive {
+				if !hung {
+					a.Console.Printf("drawbridge: watchdog: the daemon's heartbeat is %v old: it seems hung; no longer petting the watchdog, which resets the box", age.Round(time.Second))
+					hung = true
+				}
+				continue
+			}
+			if hung {
+				a.Console.Printf("drawbridge: watchdog: the daemon's heartbeat is fresh again; petting")
+				hung = false
 			}
 			if err := wd.Pet(); err != nil && !failing {
 				a.Console.Printf("drawbridge: watchdog: pet: %v", err)
@@ -434,6 +536,9 @@ func (a *Appliance) findDataDisk(ctx context.Context, log *Log) error {
 	for {
 		d, err := s.Find(DataLabel)
 		if errors.Is(err, blockdev.ErrAmbiguous) {
+			a.mu.Lock()
+			a.ambiguous = true
+			a.mu.Unlock()
 			a.Console.Printf("drawbridge: no data disk: %v", err)
 			return err
 		}
@@ -506,64 +611,6 @@ func (a *Appliance) mountData(ctx context.Context, log *Log) error {
 	return nil
 }
 
-func (a *Appliance) startDaemon(ctx context.Context, log *Log) error {
-	if _, err := a.HW.Stat(Daemon); err != nil {
-		return fmt.Errorf("the vault daemon: %w", err)
-	}
-	a.mu.Lock()
-	mounted := a.mounted
-	a.mu.Unlock()
-	if !mounted {
-		a.Console.Printf("drawbridge: the vault daemon is not started: no data disk")
-		return Skipped("no data disk")
-	}
-	if _, err := a.HW.Stat(ConfigFile); err != nil {
-		a.Console.Printf("drawbridge: the vault daemon is not started: no configuration at %s", ConfigFile)
-		return Skipped("no configuration at " + ConfigFile)
-	}
-	ok, err := a.daemonCanRun(ctx)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		a.Console.Printf("drawbridge: the vault daemon is not started: this %s has no 'run' command yet", path.Base(Daemon))
-		return Skipped("no 'run' command in " + Daemon)
-	}
-	s := &Service{
-		Name:    "daemon",
-		Cmd:     Cmd{Argv: []string{Daemon, "run", "--config", ConfigFile}},
-		Procs:   a.HW.Procs,
-		Console: a.Console,
-	}
-	if err := s.Start(); err != nil {
-		return err
-	}
-	a.mu.Lock()
-	a.services = append(a.services, s)
-	a.mu.Unlock()
-	log.Printf("%s run --config %s", Daemon, ConfigFile)
-	return nil
-}
-
-// daemonCanRun asks the daemon binary whether it has the "run" command:
-// "drawbridge run --help" succeeds only in a drawbridge that has it.
-func (a *Appliance) daemonCanRun(ctx context.Context) (bool, error) {
-	p, err := a.HW.Procs.Start(Cmd{Argv: []string{Daemon, "run", "--help"}, Quiet: true})
-	if err != nil {
-		return false, fmt.Errorf("ask %s for its commands: %w", Daemon, err)
-	}
-	select {
-	case <-p.Done():
-		return p.ExitCode() == 0, nil
-	case <-time.After(10 * time.Second):
-		p.Signal(sigKill)
-		return false, fmt.Errorf("ask %s for its commands: no answer after 10s", Daemon)
-	case <-ctx.Done():
-		p.Signal(sigKill)
-		return false, ctx.Err()
-	}
-}
-
 func (a *Appliance) startDebugShell(ctx context.Context, log *Log) error {
 	a.Console.Printf("drawbridge: DEBUG IMAGE: shell on console")
 	s := &Service{
@@ -591,11 +638,19 @@ func (a *Appliance) ShutdownSteps() []Step {
 	}
 }
 
-// Shutdown runs the shutdown steps and powers off. It returns only if the
-// power-off fails.
-func (a *Appliance) Shutdown(ctx context.Context, why string) error {
-	a.Console.Printf("drawbridge: shutting down: %s", why)
+// Shutdown runs the shutdown steps, then powers off or reboots as r asks.
+// It returns only if that fails.
+func (a *Appliance) Shutdown(ctx context.Context, r Request) error {
+	if r.Reboot {
+		a.Console.Printf("drawbridge: rebooting: %s", r.Why)
+	} else {
+		a.Console.Printf("drawbridge: shutting down: %s", r.Why)
+	}
 	Run(ctx, a.Console, "shutdown", a.ShutdownSteps())
+	if r.Reboot {
+		a.Console.Printf("drawbridge: reboot")
+		return a.HW.Power.Reboot()
+	}
 	a.Console.Printf("drawbridge: power off")
 	return a.HW.Power.PowerOff()
 }
@@ -603,7 +658,7 @@ func (a *Appliance) Shutdown(ctx context.Context, why string) error {
 func (a *Appliance) stopServices(ctx context.Context, log *Log) error {
 	a.mu.Lock()
 	services := a.services
-	a.services = nil
+	a.services, a.daemon = nil, nil
 	a.mu.Unlock()
 	if len(services) == 0 {
 		return Skipped("none running")

@@ -47,7 +47,7 @@ func (f fakeDisks) Open(name string) (io.ReadCloser, error) {
 	if !ok {
 		return nil, fs.ErrNotExist
 	}
-	return io.NopCloser(bytes.NewReader(b)), nil
+	return &fakeDisk{b: b}, nil
 }
 
 type rig struct {
@@ -59,6 +59,9 @@ type rig struct {
 	watchdog *fakeWatchdog
 	power    *fakePower
 	procs    *fakeProcs
+	files    *fakeFiles
+	term     *fakeTerminal
+	cmdline  string
 	press    chan struct{} // closing it ends the idle input device
 }
 
@@ -72,12 +75,18 @@ func newRig(t *testing.T) *rig {
 		random:   &fakeRandom{after: 2},
 		watchdog: &fakeWatchdog{},
 		power:    &fakePower{},
+		files:    newFiles(Daemon, ConfigFile, StoreMarker),
+		term:     &fakeTerminal{typed: make(chan string, 10)},
+		cmdline:  "BOOT_IMAGE=/vmlinuz console=ttyS0,115200n8 quiet",
 		press:    make(chan struct{}),
 	}
 	t.Cleanup(func() { close(r.press) })
 	r.procs = &fakeProcs{run: func(argv []string) (int, bool) {
-		if slices.Equal(argv, []string{Daemon, "run", "--help"}) {
+		switch {
+		case slices.Equal(argv, []string{Daemon, "run", "--help"}):
 			return 0, false
+		case argv[len(argv)-1] == "--help":
+			return 2, false // not in this drawbridge
 		}
 		return 0, true
 	}}
@@ -99,10 +108,14 @@ func newRig(t *testing.T) *rig {
 		PowerButtons: func() ([]io.ReadCloser, error) { return []io.ReadCloser{blockingReader{r.press}}, nil },
 		Procs:        r.procs,
 		Power:        r.power,
-		Stat:         fakeFiles{Daemon: true, ConfigFile: true}.Stat,
+		Stat:         func(name string) (fs.FileInfo, error) { return r.files.Stat(name) },
+		MkdirAll:     func(name string, perm fs.FileMode) error { return r.files.MkdirAll(name, perm) },
+		Terminal:     func() (Terminal, error) { return r.term, nil },
+		Cmdline:      func() (string, error) { return r.cmdline, nil },
 	}
 	r.a = New(hw, r.out)
-	r.a.Timing = Timing{Entropy: time.Second, DiskSettle: 40 * time.Millisecond, DiskTimeout: time.Second, Watchdog: time.Millisecond, Stop: 50 * time.Millisecond}
+	r.a.Timing = Timing{Entropy: time.Second, DiskSettle: 40 * time.Millisecond, DiskTimeout: time.Second, Watchdog: time.Millisecond,
+		Heartbeat: time.Second, Stop: 50 * time.Millisecond, Confirm: 300 * time.Millisecond, Format: time.Second}
 	return r
 }
 
@@ -138,7 +151,7 @@ func TestBootWithDataDisk(t *testing.T) {
 	res := results(r.a.Boot(context.Background()))
 	want := map[string]string{
 		"mount": "ok", "modules": "ok", "entropy": "ok", "rtc": "ok", "ctrl-alt-del": "ok", "watchdog": "ok",
-		"power-button": "ok", "data-disk": "ok", "mount-data": "ok", "daemon": "ok",
+		"power-button": "ok", "data-disk": "ok", "format": "skipped", "mount-data": "ok", "store": "ok", "config": "ok", "daemon": "ok",
 	}
 	if fmt.Sprint(res) != fmt.Sprint(want) {
 		t.Errorf("results %v\nwant %v\n%s", res, want, r.out)
@@ -183,7 +196,7 @@ func TestBootWithDataDisk(t *testing.T) {
 
 	// Power off: the daemon gets SIGTERM, /data is unmounted, the watchdog
 	// disarmed, then the power goes.
-	if err := r.a.Shutdown(context.Background(), "power button"); err != nil {
+	if err := r.a.Shutdown(context.Background(), Request{Why: "power button"}); err != nil {
 		t.Fatal(err)
 	}
 	if !r.power.powered {
@@ -217,15 +230,20 @@ func TestBootWithDataDisk(t *testing.T) {
 func TestBootWithoutDataDisk(t *testing.T) {
 	r := newRig(t)
 	r.a.HW.Sys = fstest.MapFS{"class/block/vda/size": {Data: []byte("2097152\n")}}
-	r.a.HW.Disks = fakeDisks{"vda": make([]byte, 4096)}
+	// Not blank: the last byte of the first MiB is set.
+	data := make([]byte, 1<<20)
+	data[len(data)-1] = 1
+	r.a.HW.Disks = fakeDisks{"vda": data}
 	res := results(r.a.Boot(context.Background()))
-	if res["data-disk"] != "ok" || res["mount-data"] != "skipped" || res["daemon"] != "skipped" {
+	if res["data-disk"] != "ok" || res["format"] != "skipped" || res["mount-data"] != "skipped" || res["daemon"] != "skipped" {
 		t.Errorf("results %v\n%s", res, r.out)
 	}
 	lines := r.lines()
 	for _, l := range []string{
 		"drawbridge: no data disk",
 		"drawbridge: boot: data-disk: block devices: vda",
+		"drawbridge: boot: format: vda (1.0 GiB) holds data (its first or last MiB is not all zeros): not offered",
+		"drawbridge: boot: format: skipped: no blank disk",
 		"drawbridge: boot: mount-data: skipped: no data disk",
 		"drawbridge: the vault daemon is not started: no data disk",
 		"drawbridge: ready",
@@ -237,7 +255,10 @@ func TestBootWithoutDataDisk(t *testing.T) {
 	if got := r.procs.argvs(); len(got) != 0 {
 		t.Errorf("started %v, want nothing", got)
 	}
-	if err := r.a.Shutdown(context.Background(), "signal SIGTERM"); err != nil {
+	if r.term.closed {
+		t.Error("the console was opened to ask about a disk with data on it")
+	}
+	if err := r.a.Shutdown(context.Background(), Request{Why: "signal SIGTERM"}); err != nil {
 		t.Fatal(err)
 	}
 	if !has(r.lines(), "drawbridge: shutdown: unmount: skipped: no disk mounted") {
@@ -297,8 +318,8 @@ func TestBootFailures(t *testing.T) {
 		{"data disk does not mount", func(r *rig) {
 			r.mounts.fail = map[string]error{DataDir: errors.New("invalid argument")}
 		}, "mount-data", "failed", "mount-data: failed: mount /dev/vda1 on /data: invalid argument"},
-		{"no configuration", func(r *rig) { r.a.HW.Stat = fakeFiles{Daemon: true}.Stat }, "daemon", "skipped", "not started: no configuration at /data/drawbridge.toml"},
-		{"no daemon binary", func(r *rig) { r.a.HW.Stat = fakeFiles{}.Stat }, "daemon", "failed", "daemon: failed: the vault daemon: stat /bin/drawbridge"},
+		{"no configuration", func(r *rig) { r.files = newFiles(Daemon, StoreMarker) }, "daemon", "skipped", "not started: no configuration at /data/drawbridge.toml"},
+		{"no daemon binary", func(r *rig) { r.files = newFiles() }, "daemon", "failed", "daemon: failed: the vault daemon: stat /bin/drawbridge"},
 		{"a step panics", func(r *rig) { r.a.HW.RTC = nil }, "rtc", "failed", "rtc: failed: panic: runtime error: invalid memory address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -327,8 +348,8 @@ func TestPowerButtonRequestsShutdown(t *testing.T) {
 	r.a.Boot(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if why := r.a.Wait(ctx); why != "power button" {
-		t.Errorf("Wait = %q, want power button", why)
+	if req := r.a.Wait(ctx); req != (Request{Why: "power button"}) {
+		t.Errorf("Wait = %+v, want power button", req)
 	}
 }
 

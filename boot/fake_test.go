@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
+	"path"
 	"sort"
 	"sync"
 	"syscall"
@@ -114,10 +116,29 @@ type fakeWatchdog struct {
 	mu       sync.Mutex
 	pets     int
 	disarmed bool
+	timeout  time.Duration
 }
 
-func (w *fakeWatchdog) Identity() string                { return "i6300ESB timer" }
-func (w *fakeWatchdog) Timeout() (time.Duration, error) { return 30 * time.Second, nil }
+func (w *fakeWatchdog) Identity() string { return "i6300ESB timer" }
+func (w *fakeWatchdog) Timeout() (time.Duration, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timeout == 0 {
+		return 30 * time.Second, nil
+	}
+	return w.timeout, nil
+}
+func (w *fakeWatchdog) SetTimeout(d time.Duration) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timeout = d
+	return nil
+}
+func (w *fakeWatchdog) petCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pets
+}
 func (w *fakeWatchdog) Pet() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -135,15 +156,17 @@ func (w *fakeWatchdog) Disarm() error {
 }
 
 type fakePower struct {
-	mu      sync.Mutex
-	cad     bool
-	syncs   int
-	powered bool
+	mu       sync.Mutex
+	cad      bool
+	syncs    int
+	powered  bool
+	rebooted bool
 }
 
 func (p *fakePower) CtrlAltDelSignals() error { p.cad = true; return nil }
 func (p *fakePower) Sync()                    { p.mu.Lock(); p.syncs++; p.mu.Unlock() }
 func (p *fakePower) PowerOff() error          { p.powered = true; return nil }
+func (p *fakePower) Reboot() error            { p.rebooted = true; return nil }
 
 // fakeProcs runs "programs" that are Go functions of their arguments.
 type fakeProcs struct {
@@ -152,19 +175,44 @@ type fakeProcs struct {
 	// run decides what a started process does: it returns its exit code
 	// and whether it keeps running until signalled.
 	run func(argv []string) (code int, stays bool)
+	// output is what a process writes to Cmd.Out.
+	output func(argv []string) string
+	procs  []*fakeProc
+	ttys   []string // the commands started on the console's terminal
 }
 
 func (f *fakeProcs) Start(c Cmd) (Process, error) {
 	f.mu.Lock()
 	f.started = append(f.started, c.Argv)
 	pid := len(f.started) + 100
+	if c.TTY {
+		f.ttys = append(f.ttys, fmt.Sprint(c.Argv))
+	}
 	f.mu.Unlock()
 	code, stays := f.run(c.Argv)
+	if c.Out != nil && f.output != nil {
+		io.WriteString(c.Out, f.output(c.Argv))
+	}
 	p := &fakeProc{pid: pid, done: make(chan struct{}), code: code}
 	if !stays {
 		close(p.done)
 	}
+	f.mu.Lock()
+	f.procs = append(f.procs, p)
+	f.mu.Unlock()
 	return p, nil
+}
+
+// last returns the last process started whose argv starts with prefix.
+func (f *fakeProcs) last(prefix ...string) *fakeProc {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.started) - 1; i >= 0; i-- {
+		if len(f.started[i]) >= len(prefix) && fmt.Sprint(f.started[i][:len(prefix)]) == fmt.Sprint(prefix) {
+			return f.procs[i]
+		}
+	}
+	return nil
 }
 
 func (f *fakeProcs) argvs() []string {
@@ -199,6 +247,9 @@ func (p *fakeProc) Signal(sig syscall.Signal) error {
 	}
 	if sig == sigTerm && p.ignoreTerm {
 		return nil
+	}
+	if sig == syscall.SIGSTOP {
+		return nil // hung: still running
 	}
 	p.code = -1
 	close(p.done)
@@ -245,15 +296,78 @@ type blockingReader struct{ ch chan struct{} }
 func (b blockingReader) Read([]byte) (int, error) { <-b.ch; return 0, io.EOF }
 func (b blockingReader) Close() error             { return nil }
 
-// fakeFiles answers Stat for the listed files only.
-type fakeFiles map[string]bool
+// fakeFiles answers Stat for the files it holds, with their mtimes.
+type fakeFiles struct {
+	mu    sync.Mutex
+	files map[string]time.Time
+}
 
-func (f fakeFiles) Stat(name string) (fs.FileInfo, error) {
-	if f[name] {
-		return fstest.MapFS{"x": {}}.Stat("x")
+func newFiles(names ...string) *fakeFiles {
+	f := &fakeFiles{files: map[string]time.Time{}}
+	for _, n := range names {
+		f.files[n] = time.Time{}
+	}
+	return f
+}
+
+func (f *fakeFiles) Stat(name string) (fs.FileInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t, ok := f.files[name]; ok {
+		return fstest.MapFS{path.Base(name): {ModTime: t}}.Stat(path.Base(name))
 	}
 	return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}
 }
+
+func (f *fakeFiles) touch(name string, t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.files[name] = t
+}
+
+func (f *fakeFiles) MkdirAll(name string, perm fs.FileMode) error {
+	f.touch(name, time.Time{})
+	return nil
+}
+
+// fakeTerminal is the keyboard of the console: lines sent on typed.
+type fakeTerminal struct {
+	typed  chan string
+	closed bool
+}
+
+func (t *fakeTerminal) ReadLine(timeout time.Duration) (string, error) {
+	select {
+	case l := <-t.typed:
+		return l, nil
+	case <-time.After(timeout):
+		return "", fmt.Errorf("read /dev/console: %w", os.ErrDeadlineExceeded)
+	}
+}
+
+func (t *fakeTerminal) Close() error { t.closed = true; return nil }
+
+// fakeDisk is a sparse disk: its bytes, then zeros forever.
+type fakeDisk struct {
+	b   []byte
+	off int64
+}
+
+func (d *fakeDisk) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	if off < int64(len(d.b)) {
+		copy(p, d.b[off:])
+	}
+	return len(p), nil
+}
+
+func (d *fakeDisk) Read(p []byte) (int, error) {
+	n, err := d.ReadAt(p, d.off)
+	d.off += int64(n)
+	return n, err
+}
+
+func (d *fakeDisk) Close() error { return nil }
 
 func sortedLines(s []string) []string {
 	s = append([]string(nil), s...)

@@ -2,6 +2,7 @@ package boot
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,16 @@ func Linux(reaper *Reaper) Hardware {
 		Procs:        reaper,
 		Power:        linuxPower{},
 		Stat:         os.Stat,
+		MkdirAll:     os.MkdirAll,
+		Terminal:     openTerminal,
+		Cmdline: func() (string, error) {
+			b, err := os.ReadFile("/proc/cmdline")
+			return string(b), err
+		},
+		KernelLogLevel: func(level int) error {
+			// One number sets the console log level alone.
+			return os.WriteFile("/proc/sys/kernel/printk", []byte(fmt.Sprintf("%d\n", level)), 0)
+		},
 	}
 }
 
@@ -175,6 +186,7 @@ func readSysRTC() (time.Time, error) {
 
 // Watchdog ioctls (<linux/watchdog.h>).
 const (
+	wdiocSetTimeout = 0xc0045706 // _IOWR('W', 6, int)
 	wdiocGetTimeout = 0x80045707 // _IOR('W', 7, int)
 )
 
@@ -203,6 +215,14 @@ func (w *linuxWatchdog) Timeout() (time.Duration, error) {
 		return 0, errno
 	}
 	return time.Duration(secs) * time.Second, nil
+}
+
+func (w *linuxWatchdog) SetTimeout(d time.Duration) error {
+	secs := int32(d / time.Second)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, w.f.Fd(), wdiocSetTimeout, uintptr(unsafe.Pointer(&secs))); errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 func (w *linuxWatchdog) Pet() error {
@@ -256,3 +276,61 @@ func (linuxPower) Sync() { unix.Sync() }
 func (linuxPower) PowerOff() error {
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 }
+
+func (linuxPower) Reboot() error {
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+// linuxTerminal reads lines from /dev/console. The file is opened anew
+// for each question and closed after it, with a read deadline, so that
+// no read of PID 1's is left waiting to take the keys meant for a program
+// started on the console afterwards.
+type linuxTerminal struct {
+	f       *os.File
+	rest    []byte // read past the last line returned
+	afterCR bool   // the last line ended with CR
+}
+
+func openTerminal() (Terminal, error) {
+	f, err := os.OpenFile("/dev/console", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	// Throw away whatever was typed before the question was asked.
+	unix.IoctlSetInt(int(f.Fd()), unix.TCFLSH, unix.TCIFLUSH)
+	return &linuxTerminal{f: f}, nil
+}
+
+// maxLine caps an answer; the rest of a longer line is dropped.
+const maxLine = 256
+
+func (t *linuxTerminal) ReadLine(timeout time.Duration) (string, error) {
+	if err := t.f.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 512)
+	for {
+		if t.afterCR && len(t.rest) > 0 {
+			if t.rest[0] == '\n' {
+				t.rest = t.rest[1:] // the LF of a CR LF
+			}
+			t.afterCR = false
+		}
+		if i := bytes.IndexAny(t.rest, "\r\n"); i >= 0 {
+			line := string(t.rest[:i])
+			t.afterCR = t.rest[i] == '\r'
+			t.rest = t.rest[i+1:]
+			return line, nil
+		}
+		n, err := t.f.Read(buf)
+		t.rest = append(t.rest, buf[:n]...)
+		if bytes.IndexAny(t.rest, "\r\n") < 0 && len(t.rest) > maxLine {
+			t.rest = t.rest[:maxLine]
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+}
+
+func (t *linuxTerminal) Close() error { return t.f.Close() }

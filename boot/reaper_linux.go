@@ -3,6 +3,7 @@ package boot
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -54,13 +55,18 @@ func (r *Reaper) reap() {
 				p.code = ws.ExitStatus()
 			}
 			p.proc.Release()
-			close(p.done)
+			if p.copied != nil {
+				// The output is complete once the pipe is drained.
+				go func() { <-p.copied; close(p.done) }()
+			} else {
+				close(p.done)
+			}
 		}
 	}
 }
 
 // childEnv is the environment of every process PID 1 starts.
-var childEnv = []string{"PATH=/bin", "HOME=/", "TERM=linux"}
+var childEnv = []string{"PATH=/bin:/sbin", "HOME=/", "TERM=linux"}
 
 // Start implements Starter. The lock keeps the reaper from collecting a
 // child that exits at once before it is registered.
@@ -69,7 +75,24 @@ func (r *Reaper) Start(c Cmd) (Process, error) {
 	defer r.mu.Unlock()
 	cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
 	cmd.Env = childEnv
+	var copied chan struct{}
 	switch {
+	case c.Out != nil:
+		// A pipe of our own, not exec's: exec copies in a goroutine
+		// that only Wait waits for, and only the reaper waits here.
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		defer pw.Close()
+		cmd.Stdout, cmd.Stderr = pw, pw
+		copied = make(chan struct{})
+		go func() {
+			defer close(copied)
+			defer pr.Close()
+			io.Copy(c.Out, io.LimitReader(pr, maxOutput))
+			io.Copy(io.Discard, pr)
+		}()
 	case c.Quiet:
 		// nil stdio is /dev/null
 	case c.TTY:
@@ -86,7 +109,7 @@ func (r *Reaper) Start(c Cmd) (Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &reapedProc{proc: cmd.Process, done: make(chan struct{})}
+	p := &reapedProc{proc: cmd.Process, done: make(chan struct{}), copied: copied}
 	r.procs[cmd.Process.Pid] = p
 	return p, nil
 }
@@ -101,10 +124,14 @@ func consoleTTY() string {
 	return "/dev/console"
 }
 
+// maxOutput caps what is kept of a process's output (Cmd.Out).
+const maxOutput = 1 << 20
+
 type reapedProc struct {
-	proc *os.Process
-	done chan struct{}
-	code int
+	proc   *os.Process
+	done   chan struct{}
+	copied chan struct{} // closed when its output is all read; nil without Cmd.Out
+	code   int
 }
 
 func (p *reapedProc) Pid() int                        { return p.proc.Pid }
@@ -120,21 +147,26 @@ func Main(debugShell string) {
 	a.DebugShell = debugShell
 	sigs := make(chan os.Signal, 4)
 	// SIGINT comes from ctrl-alt-del once the ctrl-alt-del step has run;
-	// SIGTERM, SIGUSR2 and SIGPWR are how other inits are asked to stop.
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR2, unix.SIGPWR)
+	// SIGTERM, SIGUSR2 and SIGPWR are how other inits are asked to stop;
+	// SIGUSR1 asks for a reboot.
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPWR)
 	go func() {
 		for s := range sigs {
 			why := "signal " + unix.SignalName(s.(syscall.Signal))
-			if s == unix.SIGINT {
-				why = "ctrl-alt-del"
+			switch s {
+			case unix.SIGINT:
+				a.RequestShutdown("ctrl-alt-del")
+			case unix.SIGUSR1:
+				a.RequestReboot(why)
+			default:
+				a.RequestShutdown(why)
 			}
-			a.RequestShutdown(why)
 		}
 	}()
 	ctx := context.Background()
 	a.Boot(ctx)
-	why := a.Wait(ctx)
-	err := a.Shutdown(ctx, why)
-	a.Console.Printf("drawbridge: power off failed: %v", err)
+	r := a.Wait(ctx)
+	err := a.Shutdown(ctx, r)
+	a.Console.Printf("drawbridge: power off or reboot failed: %v", err)
 	select {}
 }

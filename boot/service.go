@@ -1,7 +1,10 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -15,6 +18,9 @@ type Cmd struct {
 	TTY bool
 	// Quiet sends the process's output nowhere.
 	Quiet bool
+	// Out, when set, receives the process's output (stdout and stderr)
+	// instead of the console; it is complete once the process is Done.
+	Out io.Writer
 }
 
 // Starter starts processes. Only PID 1 reaps them: a Process learns of its
@@ -47,10 +53,16 @@ type Service struct {
 	Console *Console
 	// Backoff is the first pause before a restart (default 1s).
 	Backoff time.Duration
+	// Clock stamps the start of each process (default time.Now).
+	Clock func() time.Time
 
 	stop chan struct{} // closed by Stop
 	done chan struct{} // closed when the supervisor has returned
 	cur  chan Process  // the running process, for Stop
+
+	mu        sync.Mutex
+	proc      Process   // the latest process started
+	startedAt time.Time // when it was
 }
 
 // MaxBackoff bounds the pause before a service is restarted.
@@ -63,6 +75,7 @@ func (s *Service) Start() error {
 		return fmt.Errorf("start %s: %w", s.Cmd.Argv[0], err)
 	}
 	s.stop, s.done, s.cur = make(chan struct{}), make(chan struct{}), make(chan Process, 1)
+	s.started(p)
 	s.cur <- p
 	go s.supervise(p)
 	return nil
@@ -106,8 +119,48 @@ func (s *Service) supervise(p Process) {
 			continue
 		}
 		p = np
+		s.started(p)
 		s.cur <- p
 	}
+}
+
+func (s *Service) started(p Process) {
+	now := time.Now
+	if s.Clock != nil {
+		now = s.Clock
+	}
+	s.mu.Lock()
+	s.proc, s.startedAt = p, now()
+	s.mu.Unlock()
+}
+
+// Running returns the service's process and when it started, or nil when
+// none is running (it exited and waits to be restarted, or was stopped).
+func (s *Service) Running() (Process, time.Time) {
+	s.mu.Lock()
+	p, t := s.proc, s.startedAt
+	s.mu.Unlock()
+	if p == nil {
+		return nil, time.Time{}
+	}
+	select {
+	case <-p.Done():
+		return nil, time.Time{}
+	default:
+		return p, t
+	}
+}
+
+// ErrNotRunning is returned by Signal when the service has no process.
+var ErrNotRunning = errors.New("not running")
+
+// Signal sends sig to the service's running process.
+func (s *Service) Signal(sig syscall.Signal) (pid int, err error) {
+	p, _ := s.Running()
+	if p == nil {
+		return 0, fmt.Errorf("%s: %w", s.Name, ErrNotRunning)
+	}
+	return p.Pid(), p.Signal(sig)
 }
 
 func exitText(p Process) string {

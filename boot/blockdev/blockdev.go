@@ -178,3 +178,91 @@ func parseSuperblock(sb []byte) *superblock {
 		uuid:  fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]),
 	}
 }
+
+// BlankSpan is how much of each end of a disk must read as zeros for the
+// disk to count as blank: partition tables (MBR and GPT at the start, the
+// GPT's backup at the end), RAID and LVM labels and the superblocks of
+// common filesystems all live there.
+const BlankSpan = 1 << 20
+
+// Candidate is a whole disk that could become the data disk.
+type Candidate struct {
+	Device
+	Model string // the drive's model name, when the kernel knows it
+	// Blank is true when the first and last BlankSpan bytes are zeros;
+	// Why says what ruled the disk out otherwise.
+	Blank bool
+	Why   string
+}
+
+// Candidates lists the whole disks that are not partitions, not read-only
+// and not removable (USB sticks, card readers: an export drive is never
+// the data disk), saying of each whether it is blank. A disk that cannot
+// be read is listed as not blank, and its error returned with the others
+// after the whole list.
+func (s Scanner) Candidates() ([]Candidate, error) {
+	devs, scanErr := s.Scan()
+	var cs []Candidate
+	var errs []error
+	if scanErr != nil {
+		errs = append(errs, scanErr)
+	}
+	for _, d := range devs {
+		if s.flag(d.Name, "partition") != "" || s.flag(d.Name, "ro") == "1" || s.flag(d.Name, "removable") == "1" {
+			continue
+		}
+		c := Candidate{Device: d, Model: s.flag(d.Name, "device/model")}
+		blank, err := s.blank(d)
+		switch {
+		case err != nil:
+			c.Why = "cannot be read"
+			errs = append(errs, err)
+		case d.FS != "":
+			c.Why = "holds an ext filesystem"
+		case !blank:
+			c.Why = "holds data (its first or last MiB is not all zeros)"
+		default:
+			c.Blank = true
+		}
+		cs = append(cs, c)
+	}
+	return cs, errors.Join(errs...)
+}
+
+// flag reads a short sysfs attribute of a block device; "" when absent.
+func (s Scanner) flag(name, attr string) string {
+	b, err := fs.ReadFile(s.Sys, path.Join("class/block", name, attr))
+	if err != nil {
+		return ""
+	}
+	if len(b) > 256 {
+		b = b[:256]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// blank reports whether the first and last BlankSpan bytes of d are zeros.
+func (s Scanner) blank(d Device) (bool, error) {
+	f, err := s.Dev.Open(d.Name)
+	if err != nil {
+		return false, fmt.Errorf("open %s: %w", d.Name, err)
+	}
+	defer f.Close()
+	r, ok := f.(io.ReaderAt)
+	if !ok {
+		return false, fmt.Errorf("read %s: cannot read at an offset", d.Name)
+	}
+	span := min(int64(BlankSpan), d.Size)
+	buf := make([]byte, span)
+	for _, off := range []int64{0, d.Size - span} {
+		if _, err := r.ReadAt(buf, off); err != nil {
+			return false, fmt.Errorf("read %s at %d: %w", d.Name, off, err)
+		}
+		for _, c := range buf {
+			if c != 0 {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
+}
