@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -87,6 +88,10 @@ func (r *restorer) fill(job fileJob, buf []byte) ([]byte, error) {
 	var off uint64
 	known := true // off is where the next chunk starts
 	fd := int(job.f.Fd())
+	var h hash.Hash
+	if r.opt.Hash != nil && r.opt.Written != nil {
+		h = r.opt.Hash()
+	}
 
 	put := func(refs []tree.ChunkRef) error {
 		for _, ref := range refs {
@@ -112,6 +117,9 @@ func (r *restorer) fill(job fileJob, buf []byte) ([]byte, error) {
 				dmg.add(fmt.Errorf("%w: chunk %x at offset %d has %d bytes, its entry says %d",
 					ErrMismatch, ref.ID[:8], off, len(p), ref.Length))
 				p = p[:min(uint64(len(p)), ref.Length)]
+			}
+			if h != nil {
+				h.Write(p)
 			}
 			if !allZero(p) {
 				if _, err := job.f.WriteAt(p, int64(off)); err != nil {
@@ -168,6 +176,9 @@ func (r *restorer) fill(job fileJob, buf []byte) ([]byte, error) {
 	}
 	if err := r.fdMeta(fd, e, job.path, true); err != nil {
 		return buf, fmt.Errorf("restore %q: %w", job.rel, err)
+	}
+	if h != nil && dmg.first == nil {
+		r.opt.Written(job.rel, int64(e.Size), h.Sum(nil))
 	}
 	return buf, nil
 }

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 
 	"drawbridge/vault/tree"
 )
@@ -32,6 +33,13 @@ type Options struct {
 	Owners   bool          // chown to the snapshot's UID/GID (set when running as root)
 	Progress func(n int64) // called with the file bytes just restored, from any goroutine; may be nil
 	Workers  int           // goroutines writing file content; 0 means runtime.GOMAXPROCS(0)
+	// Hash, with Written, has each worker hash a file's content as it
+	// writes it (holes included). Written is then called, from any
+	// goroutine, for every regular file whose content was restored
+	// without damage: its slash path in the target, its size and the
+	// hash. Read-back verification of a drive is built on it.
+	Hash    func() hash.Hash
+	Written func(rel string, size int64, sum []byte)
 }
 
 // Damage is one snapshot path that was not restored, or not completely.

@@ -3,6 +3,7 @@ package restore_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -693,5 +695,47 @@ func BenchmarkRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 		os.RemoveAll(target)
+	}
+}
+
+// TestRestoreWritten: Written gets the hash of every regular file restored
+// intact, with zero chunks (holes) hashed as zeros, and none for a
+// damaged file.
+func TestRestoreWritten(t *testing.T) {
+	s := newSource()
+	broken := errors.New("blob damaged")
+	holes := append(append(randBytes(1, 100), make([]byte, 100)...), randBytes(2, 30)...)
+	withHoles := s.file(t, "holes", 0o644, holes, 100, 0)
+	bad := s.file(t, "bad", 0o644, randBytes(3, 300), 100, 0)
+	s.fail[bad.Chunks[1].ID] = broken
+	listed := s.file(t, "listed", 0o644, randBytes(4, 1000), 100, 3)
+	empty := s.file(t, "empty", 0o644, nil, 100, 0)
+	root := s.dir(t, withHoles, bad, dirEntry("d", 0o755, s.dir(t, listed)), empty)
+
+	var mu sync.Mutex
+	got := map[string]string{}
+	target := filepath.Join(tempDir(t), "target")
+	_, err := restore.Restore(context.Background(), s, root, "", target, restore.Options{
+		Workers: 2,
+		Hash:    sha256.New,
+		Written: func(rel string, size int64, sum []byte) {
+			mu.Lock()
+			got[rel] = fmt.Sprintf("%d %x", size, sum)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, rel := range []string{"holes", "d/listed", "empty"} {
+		b, err := os.ReadFile(filepath.Join(target, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[rel] = fmt.Sprintf("%d %x", len(b), sha256.Sum256(b))
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("Written got\n%v\nwant\n%v", got, want)
 	}
 }
