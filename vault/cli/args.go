@@ -17,14 +17,15 @@ func usagef(format string, a ...any) error {
 // positional arguments, as "--name value" or "--name=value".
 type args struct {
 	pos   []string
-	vals  map[string]string
+	vals  map[string]string   // the last value of each flag
+	all   map[string][]string // every value of each flag, in order
 	bools map[string]bool
 }
 
 // parse reads argv against the flags a command accepts: names in valued
 // take a value, names in boolean do not.
 func parse(argv []string, valued, boolean []string) (*args, error) {
-	a := &args{vals: map[string]string{}, bools: map[string]bool{}}
+	a := &args{vals: map[string]string{}, all: map[string][]string{}, bools: map[string]bool{}}
 	isVal := map[string]bool{}
 	isBool := map[string]bool{}
 	for _, n := range valued {
@@ -58,6 +59,7 @@ func parse(argv []string, valued, boolean []string) (*args, error) {
 				val = argv[i]
 			}
 			a.vals[name] = val
+			a.all[name] = append(a.all[name], val)
 		case isBool[name]:
 			if hasVal {
 				return nil, usagef("--%s takes no value", name)
@@ -71,4 +73,7 @@ func parse(argv []string, valued, boolean []string) (*args, error) {
 }
 
 func (a *args) get(name string) string { return a.vals[name] }
-func (a *args) has(name string) bool   { return a.bools[name] }
+
+// getAll returns every value of a flag that may repeat (--console A --console B).
+func (a *args) getAll(name string) []string { return a.all[name] }
+func (a *args) has(name string) bool        { return a.bools[name] }

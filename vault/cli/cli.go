@@ -97,7 +97,7 @@ func init() {
 		{"index", "index rebuild: rebuild the index from the packs", nil, nil, cmdIndex},
 		{"pull", "pull the configured sources now: --config FILE [--source NAME]", []string{"config", "source"}, nil, cmdPull},
 		{"authorized-key", "print each source's authorized_keys line: --config FILE [--source NAME]", []string{"config", "source"}, nil, cmdAuthorizedKey},
-		{"run", "the vault daemon: --config FILE [--window-now DURATION] [--netns NAME]", []string{"config", "window-now", "netns"}, []string{"take-over-network"}, cmdRun},
+		{"run", "the vault daemon: --config FILE [--window-now DURATION] [--netns NAME] [--console DEV]... [--heartbeat FILE] [--log FILE]", []string{"config", "window-now", "netns", "console", "heartbeat", "log"}, []string{"take-over-network"}, cmdRun},
 		{"console", "the full-screen console: status, snapshot browser, restore", nil, nil, cmdConsole},
 		{"help", "show this help", nil, nil, cmdHelp},
 	}
