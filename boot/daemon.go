@@ -193,7 +193,7 @@ func (a *Appliance) startDaemon(ctx context.Context, log *Log) error {
 	a.mu.Unlock()
 	log.Printf("%s", strings.Join(argv, " "))
 	for _, f := range a.Cmdline().Faults {
-		log.Warnf("TEST FAULT: the daemon gets %v %v after it starts (drawbridge.fault on the kernel command line)", f.Signal, f.After)
+		log.Warnf("TEST FAULT: the daemon gets %s %v after it starts (drawbridge.fault on the kernel command line)", sigName(f.Signal), f.After)
 		go a.injectFault(s, f)
 	}
 	return nil
@@ -204,10 +204,20 @@ func (a *Appliance) injectFault(s *Service, f Fault) {
 	time.Sleep(f.After)
 	pid, err := s.Signal(f.Signal)
 	if err != nil {
-		a.Console.Printf("drawbridge: test fault: %v to the daemon: %v", f.Signal, err)
+		a.Console.Printf("drawbridge: test fault: %s to the daemon: %v", sigName(f.Signal), err)
 		return
 	}
-	a.Console.Printf("drawbridge: test fault: %v sent to the daemon (pid %d)", f.Signal, pid)
+	a.Console.Printf("drawbridge: test fault: %s sent to the daemon (pid %d)", sigName(f.Signal), pid)
+}
+
+func sigName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	case syscall.SIGSTOP:
+		return "SIGSTOP"
+	}
+	return s.String()
 }
 
 // daemonAlive reports whether the watchdog is to be petted: yes unless the
