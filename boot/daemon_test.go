@@ -134,7 +134,9 @@ func TestWatchdogFollowsHeartbeat(t *testing.T) {
 
 	<-beat
 	beat <- true
-	waitFor(t, "petting again", func() bool { return has(r.lines(), "drawbridge: watchdog: the daemon's heartbeat is fresh again; petting") })
+	waitFor(t, "petting again", func() bool {
+		return has(r.lines(), "drawbridge: watchdog: the daemon's heartbeat is fresh again; petting")
+	})
 
 	// The daemon dies, its heartbeat stops: PID 1 restarts it and keeps
 	// petting while it is down; the new process counts from its start.
