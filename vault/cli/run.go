@@ -3,9 +3,15 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -14,6 +20,8 @@ import (
 
 	"drawbridge/hw/firewall"
 	"drawbridge/hw/link"
+	"drawbridge/vault/config"
+	"drawbridge/vault/console"
 	"drawbridge/vault/daemon"
 	"drawbridge/vault/store"
 	"drawbridge/vault/window"
@@ -28,7 +36,9 @@ Elsewhere, name a network namespace made for the vault with --netns NAME
 (ip netns add NAME; move the vault's interface into it), or, on a machine
 that is to be the vault, pass --take-over-network`
 
-// cmdRun is the daemon: windows, links, pulls, journal.
+// cmdRun is the daemon: windows, links, pulls, journal; with --console, the
+// full-screen console on each terminal named, sharing the daemon's store;
+// with --heartbeat, the file PID 1 watches before it pets the watchdog.
 func cmdRun(ctx context.Context, c *call) error {
 	if len(c.args.pos) > 0 {
 		return usagef("run takes no arguments")
@@ -82,11 +92,27 @@ func cmdRun(ctx context.Context, c *call) error {
 		return exitError{2, takeOverHint}
 	}
 
+	consoles, heartbeat := c.args.getAll("console"), c.args.get("heartbeat")
+	for _, dev := range consoles {
+		if dev == "" {
+			return usagef("--console needs a terminal device, e.g. /dev/ttyS0")
+		}
+	}
 	level := slog.LevelInfo
 	if c.quiet() {
 		level = slog.LevelWarn
 	}
-	log := slog.New(slog.NewTextHandler(c.env.Stderr, &slog.HandlerOptions{Level: level}))
+	logOut := c.env.Stderr
+	if logPath := daemonLogPath(c.args.get("log"), heartbeat, len(consoles) > 0); logPath != "" {
+		// Not on the consoles' terminals, where it would trash the screen.
+		lf, err := openCappedLog(logPath, maxDaemonLog)
+		if err != nil {
+			return fmt.Errorf("daemon log: %w", err)
+		}
+		defer lf.Close()
+		logOut = lf
+	}
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
 
 	// Before the store is opened, which may take a while: whatever state a
 	// crash left the network in, it is down. The daemon does it again and
@@ -108,12 +134,180 @@ func cmdRun(ctx context.Context, c *call) error {
 		Firewall:  fw,
 		Dial:      dial,
 		WindowNow: now,
+		Heartbeat: heartbeat,
 		Log:       log,
 	})
 	if err != nil {
 		return err
 	}
-	return d.Run(ctx)
+	if len(consoles) == 0 {
+		return d.Run(ctx)
+	}
+
+	// A hang-up of a console's line must not stop the daemon, whose
+	// terminal it may have become.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGTTOU, syscall.SIGTTIN)
+	b := &console.StoreBackend{Store: s, Dir: dir, Writable: true, Daemon: d, NowLength: nowLength(cfg),
+		Config: func() ([]string, error) { return configLines(cfg.Path) }}
+	// The admin passphrase (b.Admin) guards the settings once the vault
+	// can check one; until then the settings stay shut.
+	if onAppliance() {
+		// PID 1 shuts down cleanly on these: SIGUSR2 powers off, SIGUSR1
+		// reboots.
+		b.PowerOff = func() error { return unix.Kill(1, unix.SIGUSR2) }
+		b.Reboot = func() error { return unix.Kill(1, unix.SIGUSR1) }
+	}
+	var wg sync.WaitGroup
+	for _, dev := range consoles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runConsole(ctx, dev, b, log, c.env.Getenv)
+		}()
+	}
+	err = d.Run(ctx)
+	wg.Wait() // each console gives its terminal back
+	return err
+}
+
+// consoleRetry is how long a console that failed waits before it opens its
+// terminal again.
+const consoleRetry = 30 * time.Second
+
+// runConsole keeps a console on the terminal dev until ctx is done. A
+// console that fails (no such device, not a terminal, a bug) is logged and
+// tried again later; the daemon goes on.
+func runConsole(ctx context.Context, dev string, b console.Backend, log *slog.Logger, getenv func(string) string) {
+	for fails := 0; ctx.Err() == nil; fails++ {
+		err := func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("console crashed: %v", p)
+				}
+			}()
+			scr, err := console.OpenTTY(dev, getenv)
+			if err != nil {
+				return err
+			}
+			log.Info("console started", "device", dev, "term", console.TermFor(dev, getenv))
+			return console.Run(ctx, scr, b, console.Options{Fixed: true})
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		if fails == 0 {
+			log.Error("console unavailable; trying again every 30s", "device", dev, "err", err)
+		} else {
+			log.Debug("console still unavailable", "device", dev, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(consoleRetry):
+		}
+	}
+}
+
+// nowLength is how long back up now keeps a window open: as long as the
+// first scheduled window, else an hour.
+func nowLength(cfg *config.Config) time.Duration {
+	if len(cfg.Windows) > 0 && cfg.Windows[0].Duration > 0 {
+		return cfg.Windows[0].Duration
+	}
+	return time.Hour
+}
+
+// maxConfigShown caps the configuration file the settings screen shows.
+const maxConfigShown = 1 << 20
+
+// configLines is the configuration file as the settings screen shows it.
+func configLines(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigShown+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxConfigShown {
+		return nil, fmt.Errorf("%s: larger than 1 MiB", path)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return append([]string{"# " + path}, lines...), nil
+}
+
+// maxDaemonLog is the size at which the daemon's log file starts over
+// (the previous one kept as FILE.1): it lives on tmpfs, in memory.
+const maxDaemonLog = 4 << 20
+
+// daemonLogPath is where the daemon logs: --log, else beside the
+// heartbeat file or in /run/drawbridge when consoles use the terminals;
+// "" means standard error.
+func daemonLogPath(flag, heartbeat string, consoles bool) string {
+	switch {
+	case flag != "":
+		return flag
+	case !consoles:
+		return ""
+	case heartbeat != "":
+		return filepath.Join(filepath.Dir(heartbeat), "daemon.log")
+	}
+	return "/run/drawbridge/daemon.log"
+}
+
+// cappedLog is an append-only log file that is moved to FILE.1 and started
+// again when it reaches max bytes.
+type cappedLog struct {
+	mu   sync.Mutex
+	path string
+	max  int64
+	f    *os.File
+	n    int64
+}
+
+func openCappedLog(path string, max int64) (*cappedLog, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	l := &cappedLog{path: path, max: max}
+	return l, l.open()
+}
+
+func (l *cappedLog) open() error {
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	l.f, l.n = f, fi.Size()
+	return nil
+}
+
+func (l *cappedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n+int64(len(p)) > l.max && l.n > 0 {
+		l.f.Close()
+		_ = os.Rename(l.path, l.path+".1")
+		if err := l.open(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := l.f.Write(p)
+	l.n += int64(n)
+	return n, err
+}
+
+func (l *cappedLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f.Close()
 }
 
 // onAppliance reports whether this process is the appliance's daemon: the

@@ -1,7 +1,10 @@
 // Package console is the vault's full-screen terminal UI (DESIGN.md §7): a
-// status screen, a snapshot browser and restore of a file or directory to a
+// status screen, a snapshot browser, restore of a file or directory to a
 // target directory (the USB drive on the appliance, any directory in hosted
-// mode).
+// mode), a diff between two snapshots, the journal, verify and deep
+// verify, back up now, power off and reboot, and the settings behind the
+// admin passphrase. It runs on the appliance's terminals inside the daemon
+// (OpenTTY), sharing its store, and in a terminal in hosted mode.
 //
 // The code is split in three: Model holds the state and handles keys and
 // results of background work without touching a terminal (tests drive it
@@ -13,7 +16,9 @@
 // Invariants: the unlocked Reader is dropped after IdleTimeout without a key
 // press; every action that reveals content or writes outside the store is
 // journaled (console-unlock, console-unlock-failed, console-browse,
-// console-restore), or the screen says that it could not be.
+// console-restore, console-diff, console-verify, console-backup-now,
+// console-poweroff, console-reboot, console-settings), or the screen says
+// that it could not be.
 package console
 
 import (
@@ -35,6 +40,20 @@ var ErrReadOnly = errors.New("the store is held by the daemon: the console is re
 // ErrPassphrase is what a Backend's Unlock returns for a wrong passphrase.
 var ErrPassphrase = errors.New("wrong restore passphrase")
 
+// ErrNoDaemon is what BackUpNow returns when no daemon runs beside the
+// console (hosted mode without drawbridge run).
+var ErrNoDaemon = errors.New("no daemon runs this store: back up now needs the console of drawbridge run (or drawbridge run --window-now)")
+
+// ErrNoPower is what Power returns off the appliance.
+var ErrNoPower = errors.New("power off and reboot are for the appliance's own console")
+
+// ErrNoAdmin is what Settings returns while the vault cannot check an admin
+// passphrase.
+var ErrNoAdmin = errors.New("the settings need the admin passphrase, and this vault has none set up")
+
+// ErrAdminPassphrase is what Settings returns for a wrong admin passphrase.
+var ErrAdminPassphrase = errors.New("wrong admin passphrase")
+
 // Reader reads a snapshot's content after the restore passphrase opened it.
 type Reader interface {
 	restore.Source
@@ -53,6 +72,8 @@ type Status struct {
 	PackBytes  int64
 	Journal    []journal.Record // the last few, oldest first
 	JournalErr string
+	// LastVerify is the newest console-verify record; nil when none.
+	LastVerify *journal.Record
 }
 
 // Backend is everything the console does with the store. The Model calls
@@ -67,6 +88,24 @@ type Backend interface {
 	// store is not writable.
 	Journal(typ, msg string, data any) error
 	ReadOnly() bool
+
+	// ScanJournal calls fn with every record, oldest first, and returns
+	// the number of the last one it knew of at the start through last
+	// before the first call.
+	ScanJournal(ctx context.Context, last func(uint64), fn func(journal.Record) error) error
+	// Verify checks the store; with a Reader it is a deep verify.
+	// progress gets pack bytes done and in all.
+	Verify(ctx context.Context, deep Reader, progress func(done, total int64)) (*store.VerifyReport, error)
+	// BackUpNow has the daemon open a window at once and says for how
+	// long; ErrNoDaemon without one.
+	BackUpNow(ctx context.Context) (time.Duration, error)
+	// Power powers the appliance off, or reboots it; ErrNoPower elsewhere.
+	Power(reboot bool) error
+	// HasAdmin says whether Settings can check an admin passphrase.
+	HasAdmin() bool
+	// Settings checks the admin passphrase and returns the configuration
+	// to show, one line each: ErrNoAdmin, ErrAdminPassphrase.
+	Settings(ctx context.Context, adminPassphrase []byte) ([]string, error)
 }
 
 // maxJournalShown is how many journal records the status screen lists.

@@ -72,6 +72,9 @@ const (
 	ScreenSources
 	ScreenSnapshots
 	ScreenBrowse
+	ScreenJournal
+	ScreenDiff
+	ScreenSettings
 )
 
 // Dialog is what holds the keyboard over the screen.
@@ -83,6 +86,9 @@ const (
 	DialogTarget
 	DialogHelp
 	DialogRestore // progress of a restore, then its result
+	DialogVerify  // progress of a verify, then its result
+	DialogConfirm // a question before an action
+	DialogText    // read-only lines
 )
 
 // action is what waits for the passphrase.
@@ -91,6 +97,8 @@ type action int
 const (
 	actNone action = iota
 	actOpenSnapshot
+	actDeepVerify
+	actDiff
 )
 
 // level is one directory of the browser.
@@ -122,6 +130,10 @@ type Options struct {
 	// PassphraseFile, when set, gives the restore passphrase instead of the
 	// dialog (drawbridge console --passphrase-file).
 	PassphraseFile func() ([]byte, error)
+	// Fixed is a console on the appliance's own terminals: there is
+	// nothing to return to, so q and Ctrl-C never end it; they go back
+	// towards the status screen.
+	Fixed bool
 }
 
 // Model is the console's state. Update is its only mutator; it never
@@ -167,6 +179,18 @@ type Model struct {
 	cancel  context.CancelFunc
 
 	job *restoreJob
+
+	jv          *journalView
+	verify      *verifyJob
+	mark        *store.Snapshot // the snapshot a diff compares with
+	pendingDiff *diffJob        // waits for the passphrase
+	diff        *diffJob
+	confirm     *confirmDialog
+	passAdmin   bool // the passphrase dialog asks for the admin passphrase
+	settings    []string
+	setTop      int
+	textTitle   string
+	text        []string
 
 	spin int
 	msg  string
@@ -219,6 +243,9 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		return m.key(v)
 	case Tick:
 		m.spin++
+		if m.screen == ScreenJournal && m.jv != nil {
+			m.clampJournal() // records keep coming in
+		}
 		if !m.statusBusy && m.clock().Sub(m.statusAt) >= StatusEvery {
 			cmds = append(cmds, m.loadStatus())
 		}
@@ -247,8 +274,13 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		m.dialog = DialogNone
 		m.reader = v.r
 		m.say("unlocked; the passphrase is forgotten after %s without a key press", IdleTimeout)
-		if v.then == actOpenSnapshot {
+		switch v.then {
+		case actOpenSnapshot:
 			return m.openSnapshot()
+		case actDeepVerify:
+			return m.startVerify(true)
+		case actDiff:
+			return m.runDiff()
 		}
 	case treeMsg:
 		if v.seq != m.loadSeq || m.loading == "" {
@@ -284,6 +316,38 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		}
 		return []Cmd{m.journal("console-restore", fmt.Sprintf("console restored %s:%s to %s", m.snap.ID[:12], j.what, j.target),
 			map[string]any{"snapshot": m.snap.ID, "path": j.what, "target": j.target, "files": r.Files, "dirs": r.Dirs, "bytes": r.Bytes, "damaged": len(r.Damaged)})}
+	case journalDoneMsg:
+		v.jv.mu.Lock()
+		v.jv.done, v.jv.err = true, v.err
+		v.jv.mu.Unlock()
+		if m.jv == v.jv && m.screen == ScreenJournal {
+			m.clampJournal()
+		}
+	case verifyMsg:
+		return m.verifyDone(v)
+	case diffMsg:
+		return m.diffDone(v)
+	case backupMsg:
+		if v.err != nil {
+			m.fail("back up now: %v", v.err)
+		} else {
+			m.say("the daemon opens a backup window of %s now", v.length)
+			if !m.statusBusy {
+				return []Cmd{m.loadStatus()}
+			}
+		}
+	case powerMsg:
+		what := "power off"
+		if v.reboot {
+			what = "reboot"
+		}
+		if v.err != nil {
+			m.fail("%s: %v", what, v.err)
+		} else {
+			m.say("%s: the vault is shutting down", what)
+		}
+	case settingsMsg:
+		return m.settingsDone(v)
 	case journalMsg:
 		if v.err != nil {
 			m.fail("not journaled: %v", v.err)
@@ -308,6 +372,16 @@ func (m *Model) forget() {
 	if m.screen == ScreenBrowse {
 		m.screen = ScreenSnapshots
 	}
+	if m.diff != nil {
+		if m.diff.running {
+			m.diff.cancel()
+		}
+		m.diff = nil
+		if m.screen == ScreenDiff {
+			m.screen = ScreenSnapshots
+		}
+	}
+	m.pendingDiff = nil
 	if m.dialog == DialogTarget {
 		m.dialog = DialogNone
 	}
@@ -357,11 +431,26 @@ func (m *Model) snapsOf(src string) []store.Snapshot {
 
 func (m *Model) key(k Key) []Cmd {
 	if k.Name == "Ctrl-C" {
+		if m.o.Fixed {
+			m.home()
+			return nil
+		}
 		m.quit()
 		return nil
 	}
 	switch m.dialog {
-	case DialogHelp:
+	case DialogHelp, DialogText:
+		m.dialog = DialogNone
+		return nil
+	case DialogConfirm:
+		return m.keyConfirm(k)
+	case DialogVerify:
+		if m.verify != nil && m.verify.running {
+			if k.Name == "Esc" {
+				m.verify.cancel()
+			}
+			return nil
+		}
 		m.dialog = DialogNone
 		return nil
 	case DialogPassphrase:
@@ -394,8 +483,32 @@ func (m *Model) key(k Key) []Cmd {
 		return m.keySnapshots(k)
 	case ScreenBrowse:
 		return m.keyBrowse(k)
+	case ScreenJournal:
+		return m.keyJournal(k)
+	case ScreenDiff:
+		return m.keyDiff(k)
+	case ScreenSettings:
+		return m.keySettings(k)
 	}
 	return nil
+}
+
+// home forgets what was unlocked and goes back to the status screen: Ctrl-C
+// on the appliance's console.
+func (m *Model) home() {
+	m.forget()
+	if m.verify != nil && m.verify.running {
+		m.verify.cancel()
+	}
+	if m.jv != nil {
+		m.jv.cancel()
+		m.jv = nil
+	}
+	clear(m.pass)
+	m.pass = m.pass[:0]
+	m.dialog, m.confirm, m.passAdmin, m.settings = DialogNone, nil, false, nil
+	m.screen = ScreenStatus
+	m.say("back to the status screen")
 }
 
 func (m *Model) quit() {
@@ -434,6 +547,10 @@ func move(k Key, sel, n, page int) int {
 func (m *Model) keyStatus(k Key) []Cmd {
 	switch {
 	case isRune(k, 'q'):
+		if m.o.Fixed {
+			m.say("this console stays on: there is nothing to quit to (p for power off)")
+			return nil
+		}
 		m.quit()
 	case k.Name == "Enter" || isRune(k, 'b') || k.Name == "Right":
 		m.screen = ScreenSources
@@ -442,6 +559,18 @@ func (m *Model) keyStatus(k Key) []Cmd {
 		if !m.statusBusy {
 			return []Cmd{m.loadStatus()}
 		}
+	case isRune(k, 'j'):
+		return m.openJournal()
+	case isRune(k, 'v'):
+		return m.startVerify(false)
+	case isRune(k, 'V'):
+		return m.startVerify(true)
+	case isRune(k, 'n'):
+		m.askBackupNow()
+	case isRune(k, 'p'):
+		m.askPower()
+	case isRune(k, 's'):
+		return m.openSettings()
 	}
 	return nil
 }
@@ -472,6 +601,20 @@ func (m *Model) keySnapshots(k Key) []Cmd {
 	switch {
 	case back(k):
 		m.screen = ScreenSources
+	case isRune(k, 'm'):
+		if len(m.snaps) == 0 {
+			return nil
+		}
+		sn := m.snaps[m.snapSel]
+		if m.mark != nil && m.mark.ID == sn.ID {
+			m.mark = nil
+			m.say("mark removed")
+		} else {
+			m.mark = &sn
+			m.say("marked %s: d on another snapshot compares the two", short(sn.ID, 12))
+		}
+	case isRune(k, 'd'):
+		return m.startDiff()
 	case k.Name == "Enter" || k.Name == "Right" || isRune(k, 'l'):
 		if len(m.snaps) == 0 {
 			return nil
@@ -522,6 +665,12 @@ func (m *Model) keyPassphrase(k Key) []Cmd {
 		clear(m.pass)
 		m.pass = m.pass[:0]
 		m.dialog = DialogNone
+		m.pendingDiff = nil
+		if m.passAdmin {
+			m.passAdmin = false
+			m.say("cancelled: the settings stay shut")
+			return nil
+		}
 		m.say("cancelled: nothing was unlocked")
 	case "Backspace":
 		if len(m.pass) > 0 {
@@ -550,6 +699,13 @@ func (m *Model) keyPassphrase(k Key) []Cmd {
 		m.passBusy = true
 		m.msg = ""
 		b, then := m.b, m.then
+		if m.passAdmin {
+			return []Cmd{func() Msg {
+				lines, err := b.Settings(context.Background(), p)
+				clear(p)
+				return settingsMsg{lines, err}
+			}}
+		}
 		return []Cmd{func() Msg {
 			r, err := b.Unlock(context.Background(), p)
 			clear(p)

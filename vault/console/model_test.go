@@ -10,6 +10,7 @@ import (
 
 	"github.com/gdamore/tcell/v2"
 
+	"drawbridge/vault/journal"
 	"drawbridge/vault/restore"
 	"drawbridge/vault/store"
 	"drawbridge/vault/tree"
@@ -23,6 +24,15 @@ type fakeBackend struct {
 	journal  []string
 	readOnly bool
 	restored []string
+
+	records  []journal.Record // what ScanJournal reads
+	verified []bool           // deep, per Verify
+	problems []store.Problem
+	daemon   bool // BackUpNow works
+	nowAsked int
+	power    []bool // reboot, per Power
+	admin    string // "" means no admin passphrase
+	settings []string
 }
 
 type fakeReader struct{ b *fakeBackend }
@@ -62,6 +72,45 @@ func (b *fakeBackend) Journal(typ, _ string, _ any) error {
 	return nil
 }
 func (b *fakeBackend) ReadOnly() bool { return b.readOnly }
+
+func (b *fakeBackend) ScanJournal(ctx context.Context, last func(uint64), fn func(journal.Record) error) error {
+	last(uint64(len(b.records)))
+	for _, r := range b.records {
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *fakeBackend) Verify(_ context.Context, deep Reader, progress func(int64, int64)) (*store.VerifyReport, error) {
+	b.verified = append(b.verified, deep != nil)
+	progress(50, 100)
+	progress(100, 100)
+	return &store.VerifyReport{Packs: 3, Blobs: 30, Records: 7, Snapshots: 1, Problems: b.problems}, nil
+}
+
+func (b *fakeBackend) BackUpNow(context.Context) (time.Duration, error) {
+	if !b.daemon {
+		return 0, ErrNoDaemon
+	}
+	b.nowAsked++
+	return time.Hour, nil
+}
+
+func (b *fakeBackend) Power(reboot bool) error {
+	b.power = append(b.power, reboot)
+	return nil
+}
+
+func (b *fakeBackend) HasAdmin() bool { return b.admin != "" }
+
+func (b *fakeBackend) Settings(_ context.Context, p []byte) ([]string, error) {
+	if string(p) != b.admin {
+		return nil, ErrAdminPassphrase
+	}
+	return b.settings, nil
+}
 
 func id(n byte) tree.ID { return tree.ID{n} }
 

@@ -18,6 +18,14 @@ import (
 	"drawbridge/vault/tree"
 )
 
+// Daemon is the running daemon a console inside `drawbridge run` shares
+// the store with (*daemon.Daemon).
+type Daemon interface {
+	Status() daemon.Status
+	OpenNow(length time.Duration)
+	WhileIdle(ctx context.Context, fn func(ctx context.Context) error) error
+}
+
 // StoreBackend is the Backend of a store directory.
 type StoreBackend struct {
 	Store *store.Store
@@ -27,13 +35,31 @@ type StoreBackend struct {
 	Writable bool
 	Clock    func() time.Time // nil means time.Now
 
+	// Daemon is the daemon that opened Store, when the console runs inside
+	// it: its status is read from it, back up now asks it for a window,
+	// and verify runs only outside windows.
+	Daemon Daemon
+	// NowLength is how long back up now keeps the window open; 0 means
+	// an hour.
+	NowLength time.Duration
+	// PowerOff and Reboot act on the appliance (they signal PID 1); nil
+	// elsewhere.
+	PowerOff, Reboot func() error
+	// Admin checks the admin passphrase; nil while the vault has none
+	// (the settings stay shut). It returns an error wrapping
+	// ErrAdminPassphrase for a wrong one.
+	Admin func(passphrase []byte) error
+	// Config returns the configuration the settings screen shows.
+	Config func() ([]string, error)
+
 	mu sync.Mutex // journal appends
 
 	// What the journal said at its last record: scanning and checking every
 	// record is skipped while no record is added.
-	seen     uint64
-	seenSnap []store.Snapshot
-	seenTail []journal.Record
+	seen       uint64
+	seenSnap   []store.Snapshot
+	seenTail   []journal.Record
+	seenVerify *journal.Record
 }
 
 func (b *StoreBackend) now() time.Time {
@@ -49,7 +75,10 @@ func (b *StoreBackend) ReadOnly() bool { return !b.Writable }
 // Status gathers the status screen.
 func (b *StoreBackend) Status(ctx context.Context) Status {
 	st := Status{VaultID: b.Store.Info().VaultID, ReadOnly: !b.Writable}
-	if d, err := daemon.ReadStatus(b.Dir); err == nil {
+	if b.Daemon != nil {
+		d := b.Daemon.Status()
+		st.Daemon = &d
+	} else if d, err := daemon.ReadStatus(b.Dir); err == nil {
 		st.Daemon = &d
 	} else {
 		st.DaemonErr = err.Error()
@@ -66,7 +95,7 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 	b.mu.Lock()
 	last, _ := s.Journal().Last()
 	if last != 0 && last == b.seen {
-		st.Snapshots, st.Journal = b.seenSnap, b.seenTail
+		st.Snapshots, st.Journal, st.LastVerify = b.seenSnap, b.seenTail, b.seenVerify
 		b.mu.Unlock()
 		return st
 	}
@@ -77,7 +106,12 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 		st.SnapErr = err.Error()
 	}
 	var tail []journal.Record
+	var lastVerify *journal.Record
 	err = s.Journal().Scan(func(r journal.Record) error {
+		if r.Type == RecordVerify {
+			r := r
+			lastVerify = &r
+		}
 		r.Data = nil
 		tail = append(tail, r)
 		if len(tail) > maxJournalShown {
@@ -85,13 +119,13 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 		}
 		return ctx.Err()
 	})
-	st.Journal = tail
+	st.Journal, st.LastVerify = tail, lastVerify
 	if err != nil {
 		st.JournalErr = "journal: " + err.Error()
 	}
 	if st.SnapErr == "" && st.JournalErr == "" {
 		b.mu.Lock()
-		b.seen, b.seenSnap, b.seenTail = last, snaps, tail
+		b.seen, b.seenSnap, b.seenTail, b.seenVerify = last, snaps, tail, lastVerify
 		b.mu.Unlock()
 	}
 	return st
@@ -151,4 +185,106 @@ func (b *StoreBackend) Journal(typ, msg string, data any) error {
 	}
 	_, err := b.Store.Journal().Append(b.Store.Keys().Identity, b.now(), typ, msg, data)
 	return err
+}
+
+// journalView opens the journal again when the daemon, in another process,
+// appends to it; close is a no-op otherwise.
+func (b *StoreBackend) journalView() (s *store.Store, close func()) {
+	if b.Writable {
+		return b.Store, func() {}
+	}
+	fresh, err := store.Open(b.Dir, store.Options{JournalOnly: true})
+	if err != nil {
+		return b.Store, func() {}
+	}
+	return fresh, func() { fresh.Close() }
+}
+
+// ScanJournal reads every record, oldest first.
+func (b *StoreBackend) ScanJournal(ctx context.Context, last func(uint64), fn func(journal.Record) error) error {
+	s, done := b.journalView()
+	defer done()
+	n, _ := s.Journal().Last()
+	last(n)
+	return s.Journal().Scan(func(r journal.Record) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fn(r)
+	})
+}
+
+// Verify checks the store, outside windows when a daemon shares it: a
+// window that opens stops the verify (daemon.ErrWindowOpen).
+func (b *StoreBackend) Verify(ctx context.Context, deep Reader, progress func(done, total int64)) (*store.VerifyReport, error) {
+	if !b.Writable {
+		return nil, ErrReadOnly
+	}
+	var r *store.Reader
+	if deep != nil {
+		sr, ok := deep.(*store.Reader)
+		if !ok {
+			return nil, errors.New("deep verify: not a reader of this store")
+		}
+		r = sr
+	}
+	var rep *store.VerifyReport
+	run := func(ctx context.Context) error {
+		var err error
+		rep, err = b.Store.Verify(ctx, r, progress)
+		return err
+	}
+	var err error
+	if b.Daemon != nil {
+		err = b.Daemon.WhileIdle(ctx, run)
+	} else {
+		err = run(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rep.Sort()
+	return rep, nil
+}
+
+// BackUpNow asks the daemon for a window of NowLength.
+func (b *StoreBackend) BackUpNow(context.Context) (time.Duration, error) {
+	if b.Daemon == nil {
+		return 0, ErrNoDaemon
+	}
+	n := b.NowLength
+	if n <= 0 {
+		n = time.Hour
+	}
+	b.Daemon.OpenNow(n)
+	return n, nil
+}
+
+// Power powers off or reboots through PowerOff and Reboot.
+func (b *StoreBackend) Power(reboot bool) error {
+	f := b.PowerOff
+	if reboot {
+		f = b.Reboot
+	}
+	if f == nil {
+		return ErrNoPower
+	}
+	return f()
+}
+
+// HasAdmin says whether the admin passphrase can be checked.
+func (b *StoreBackend) HasAdmin() bool { return b.Admin != nil }
+
+// Settings checks the admin passphrase, then returns the configuration.
+func (b *StoreBackend) Settings(_ context.Context, passphrase []byte) ([]string, error) {
+	if b.Admin == nil {
+		return nil, ErrNoAdmin
+	}
+	if err := b.Admin(passphrase); err != nil {
+		return nil, err
+	}
+	if b.Config == nil {
+		return []string{"(no configuration: this console runs without drawbridge run --config)"}, nil
+	}
+	return b.Config()
 }

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -83,6 +84,12 @@ func Draw(s tcell.Screen, m *Model) {
 		drawSnapshots(c, m)
 	case ScreenBrowse:
 		drawBrowse(c, m)
+	case ScreenJournal:
+		drawJournal(c, m)
+	case ScreenDiff:
+		drawDiff(c, m)
+	case ScreenSettings:
+		drawSettings(c, m)
 	}
 	if m.msg != "" {
 		st := styleNormal
@@ -94,7 +101,13 @@ func Draw(s tcell.Screen, m *Model) {
 	c.line(h-1, styleBar, " "+hints(m))
 	switch m.dialog {
 	case DialogHelp:
-		drawHelp(c)
+		drawHelp(c, m)
+	case DialogVerify:
+		drawVerify(c, m)
+	case DialogConfirm:
+		drawLines(c, m.confirm.title, m.confirm.lines)
+	case DialogText:
+		drawLines(c, m.textTitle, m.text)
 	case DialogPassphrase:
 		drawPassphrase(c, m)
 	case DialogTarget:
@@ -131,14 +144,35 @@ func hints(m *Model) string {
 			return "Esc cancel the restore"
 		}
 		return "any key: close"
+	case DialogVerify:
+		if m.verify != nil && m.verify.running {
+			return "Esc stop the verify"
+		}
+		return "any key: close"
 	case DialogHelp:
 		return "any key: close the help"
+	case DialogText:
+		return "any key: close"
+	case DialogConfirm:
+		return "answer with a key shown   Esc cancel"
 	}
 	switch m.screen {
 	case ScreenStatus:
-		return "Enter/b browse snapshots   r refresh   ? keys   q quit"
-	case ScreenSources, ScreenSnapshots:
+		q := "q quit"
+		if m.o.Fixed {
+			q = "p power"
+		}
+		return "b browse  j journal  v verify  V deep verify  n back up now  s settings  r refresh  ? keys  " + q
+	case ScreenSources:
 		return "Up/Down move   Enter open   Esc back   ? keys"
+	case ScreenSnapshots:
+		return "Up/Down move   Enter open   m mark   d diff with the marked or older one   Esc back   ? keys"
+	case ScreenJournal:
+		return "Up/Down PgUp/PgDn Home/End move   Enter show a record   r reload   Esc back"
+	case ScreenDiff:
+		return "Up/Down PgUp/PgDn move   Esc back"
+	case ScreenSettings:
+		return "Up/Down PgUp/PgDn scroll   Esc back"
 	default:
 		return "Up/Down PgUp/PgDn move   Enter open   r restore   R restore this directory   Esc back   ? keys"
 	}
@@ -207,11 +241,17 @@ func drawStatus(c canvas, m *Model) {
 			files, bytes, status = fmt.Sprint(sn.Files), HumanBytes(sn.Bytes), sn.Status
 		}
 		stStyle := styleNormal
+		if status == "partial" {
+			status, stStyle = "partial: some files unreadable", styleErr
+		}
 		if d := st.Daemon; d != nil {
 			for _, s := range d.Sources {
 				if s.Name == src && s.LastError != "" && s.LastErrorTime.After(last) {
 					status, stStyle = "last pull failed: "+s.LastError, styleErr
 				}
+			}
+			if lw := d.LastWindow; lw != nil && stStyle == styleNormal && !lw.Closed.IsZero() && lw.Result != "skipped" && (last.IsZero() || last.Before(lw.Start)) {
+				status, stStyle = "not pulled in the last window", styleErr
 			}
 		}
 		x := c.put(3, y, styleNormal, fmt.Sprintf("%-12s %-12s  %-20s %7s %10s  ", short(src, 12), id, when, files, bytes))
@@ -226,6 +266,24 @@ func drawStatus(c canvas, m *Model) {
 	c.put(1, y, styleTitle, "Store")
 	y++
 	c.put(3, y, styleNormal, fmt.Sprintf("%d packs, %s on disk; %d snapshots", st.Packs, HumanBytes(st.PackBytes), len(st.Snapshots)))
+	y++
+	if lv := st.LastVerify; lv != nil {
+		var d struct {
+			Problems *int   `json:"problems"`
+			Error    string `json:"error"`
+		}
+		_ = json.Unmarshal(lv.Data, &d)
+		switch {
+		case d.Error != "":
+			c.put(3, y, styleNormal, fmt.Sprintf("last verify: %s, did not finish: %s", lv.Time.UTC().Format(timeFmt), d.Error))
+		case d.Problems != nil && *d.Problems > 0:
+			c.put(3, y, styleErr, fmt.Sprintf("last verify: %s, DAMAGE: %d problems", lv.Time.UTC().Format(timeFmt), *d.Problems))
+		default:
+			c.put(3, y, styleNormal, fmt.Sprintf("last verify: %s, no problems", lv.Time.UTC().Format(timeFmt)))
+		}
+	} else {
+		c.put(3, y, styleNormal, "last verify: never from this console (v verifies)")
+	}
 	y += 2
 	c.put(1, y, styleTitle, "Journal (latest)")
 	y++
@@ -374,18 +432,29 @@ func box(c canvas, title string, w, h int) (x, y int) {
 	return x0 + 2, y0 + 1
 }
 
-func drawHelp(c canvas) {
+func drawHelp(c canvas, m *Model) {
+	quit := "q  quit"
+	ctrlC := "Ctrl-C          quit from anywhere"
+	if m.o.Fixed {
+		quit = "p  power off or reboot"
+		ctrlC = "Ctrl-C          forget the passphrase, back to the status screen"
+	}
 	lines := []string{
-		"Status screen:  Enter or b  browse snapshots;  r  refresh;  q  quit",
+		"Status screen:  b or Enter  browse snapshots;  j  journal;  r  refresh",
+		"                v  verify;  V  deep verify (restore passphrase)",
+		"                n  back up now;  s  settings (admin passphrase);  " + quit,
 		"Lists:          Up/Down (j/k), PgUp/PgDn, Home/End (g/G)",
 		"                Enter or Right  open;  Esc, Left or q  back",
+		"Snapshots:      m  mark one;  d  diff the selected one with the marked",
+		"                one, or with the one before it",
 		"Browser:        r  restore the selected file or directory",
 		"                R  restore the directory shown (at / the whole snapshot)",
 		"Dialogs:        Enter  confirm;  Esc  cancel",
-		"Ctrl-C          quit from anywhere",
+		ctrlC,
 		"",
 		fmt.Sprintf("Reading contents needs the restore passphrase; it is forgotten after %s", IdleTimeout),
-		"without a key press. Unlocks, browsing and restores are journaled.",
+		"without a key press. Every action that changes or reveals something",
+		"is journaled.",
 	}
 	x, y := box(c, "Keys", 78, len(lines))
 	for i, l := range lines {
@@ -394,6 +463,18 @@ func drawHelp(c canvas) {
 }
 
 func drawPassphrase(c canvas, m *Model) {
+	if m.passAdmin {
+		x, y := box(c, "Admin passphrase", 60, 4)
+		c.put(x, y, styleNormal, "The settings need the admin passphrase.")
+		c.put(x, y+1, styleDim, "(it is not shown as you type)")
+		if m.passBusy {
+			c.put(x, y+3, styleNormal, spinner[m.spin%len(spinner)]+" checking the passphrase…")
+		} else {
+			c.put(x, y+3, styleNormal, "Passphrase: ")
+			c.s.ShowCursor(x+12, y+3)
+		}
+		return
+	}
 	x, y := box(c, "Restore passphrase", 60, 4)
 	c.put(x, y, styleNormal, "Reading snapshot contents needs the restore passphrase.")
 	c.put(x, y+1, styleDim, "(it is not shown as you type)")
@@ -465,4 +546,189 @@ func drawRestore(c canvas, m *Model) {
 	}
 	c.put(x, y+3, st, fit(j.result, 66))
 	c.put(x, y+4, styleDim, "press any key")
+}
+
+// drawLines draws a dialog of fixed lines.
+func drawLines(c canvas, title string, lines []string) {
+	w := 40
+	for _, l := range lines {
+		w = max(w, len([]rune(l)))
+	}
+	n := min(len(lines), max(c.h-4, 1))
+	x, y := box(c, title, w, n)
+	for i, l := range lines[:n] {
+		c.put(x, y+i, styleNormal, l)
+	}
+}
+
+// progressBar draws done of total, or a spinner while total is unknown.
+func progressBar(c canvas, m *Model, x, y int, done, total int64, running bool) {
+	const barW = 40
+	if total > 0 {
+		frac := min(float64(done)/float64(total), 1)
+		n := int(frac * barW)
+		c.put(x, y, styleNormal, "["+strings.Repeat("#", n)+strings.Repeat(".", barW-n)+fmt.Sprintf("] %3.0f%%", frac*100))
+		return
+	}
+	sp := spinner[m.spin%len(spinner)]
+	if !running {
+		sp = "#"
+	}
+	c.put(x, y, styleNormal, sp+" starting…")
+}
+
+func drawVerify(c canvas, m *Model) {
+	j := m.verify
+	if j == nil {
+		return
+	}
+	title := "Verify"
+	if j.deep {
+		title = "Deep verify"
+	}
+	x, y := box(c, title, 70, 12)
+	done, total := j.done.Load(), j.total.Load()
+	end := m.clock()
+	if !j.running {
+		end = j.ended
+	}
+	if j.running {
+		progressBar(c, m, x, y, done, total, true)
+		c.put(x, y+1, styleNormal, fmt.Sprintf("%s of %s of packs checked, %s", HumanBytes(done), HumanBytes(total), end.Sub(j.started).Round(time.Second)))
+		if j.deep {
+			c.put(x, y+3, styleDim, "every blob is decrypted and re-hashed, every snapshot walked")
+		}
+		c.put(x, y+11, styleDim, "verifying… (Esc stops)")
+		return
+	}
+	took := end.Sub(j.started).Round(time.Millisecond)
+	if j.err != nil {
+		c.put(x, y, styleErr, fit("verify did not finish: "+j.err.Error(), 66))
+		c.put(x, y+11, styleDim, "press any key")
+		return
+	}
+	r := j.rep
+	c.put(x, y, styleNormal, fmt.Sprintf("%d packs, %d blobs, %d journal records, %d snapshots", r.Packs, r.Blobs, r.Records, r.Snapshots))
+	if j.deep {
+		c.put(x, y+1, styleNormal, fmt.Sprintf("%d blobs decrypted, %d files checked", r.DeepBlobs, r.DeepFiles))
+	}
+	if len(r.Problems) == 0 {
+		c.put(x, y+3, styleTitle, fmt.Sprintf("no problems (took %s)", took))
+	} else {
+		c.put(x, y+3, styleErr, fmt.Sprintf("DAMAGE: %d problems (took %s)", len(r.Problems), took))
+		for i, p := range r.Problems {
+			if i == 6 {
+				c.put(x, y+4+i, styleDim, fmt.Sprintf("… and %d more: drawbridge verify lists them all", len(r.Problems)-i))
+				break
+			}
+			c.put(x, y+4+i, styleNormal, fit(p.String(), 66))
+		}
+	}
+	c.put(x, y+11, styleDim, "press any key")
+}
+
+func drawJournal(c canvas, m *Model) {
+	jv := m.jv
+	if jv == nil {
+		return
+	}
+	lines, dropped, total, done, err := jv.snapshot()
+	c.put(1, 1, styleTitle, "Journal")
+	state := fmt.Sprintf("%d records", len(lines)+dropped)
+	switch {
+	case err != nil:
+		state += "; reading stopped: " + err.Error()
+	case !done:
+		state = fmt.Sprintf("%s reading record %d of %d…", spinner[m.spin%len(spinner)], len(lines)+dropped, total)
+	}
+	if dropped > 0 {
+		state += fmt.Sprintf(" (the oldest %d not shown: drawbridge journal lists them)", dropped)
+	}
+	st := styleDim
+	if err != nil {
+		st = styleErr
+	}
+	c.put(9, 1, st, "  "+state)
+	if len(lines) > 0 {
+		pos := fmt.Sprintf("%d/%d", jv.sel+1, len(lines))
+		c.put(c.w-len(pos)-1, 1, styleDim, pos)
+	}
+	c.put(2, 2, styleDim, fmt.Sprintf("%-7s %-20s  %-20s %s", "SEQ", "TIME", "TYPE", "MESSAGE"))
+	rows := m.listRows()
+	for i := jv.top; i < len(lines) && i < jv.top+rows; i++ {
+		l := lines[i]
+		st := styleNormal
+		if i == jv.sel {
+			st = styleSel
+		}
+		c.line(3+i-jv.top, st, fmt.Sprintf("  %-7d %-20s  %-20s %s", l.Seq, l.Time.UTC().Format(timeFmt), l.Type, l.Message))
+	}
+}
+
+func drawDiff(c canvas, m *Model) {
+	j := m.diff
+	if j == nil {
+		return
+	}
+	c.put(1, 1, styleTitle, fmt.Sprintf("Diff of %s: %s (%s) → %s (%s)", j.new.Source, short(j.old.ID, 12), j.old.Time.UTC().Format(timeFmt), short(j.new.ID, 12), j.new.Time.UTC().Format(timeFmt)))
+	if j.running {
+		el := m.clock().Sub(j.started).Round(100 * time.Millisecond)
+		c.put(1, 3, styleNormal, fmt.Sprintf("%s comparing… %d directories so far, %s (Esc stops)", spinner[m.spin%len(spinner)], j.dirs.Load(), el))
+		return
+	}
+	if j.err != nil {
+		c.put(1, 3, styleErr, "diff failed: "+j.err.Error())
+		return
+	}
+	r := j.res
+	sum := fmt.Sprintf("%d added, %d removed, %d changed; %d directories compared", r.Added, r.Removed, r.Changed, r.Dirs)
+	if r.Over > 0 {
+		sum += fmt.Sprintf("; the first %d listed", len(r.Changes))
+	}
+	c.put(2, 2, styleDim, sum)
+	if len(r.Changes) == 0 {
+		c.put(2, 4, styleNormal, "the two snapshots hold the same files")
+		return
+	}
+	rows := m.listRows() - 1
+	for i := j.top; i < len(r.Changes) && i < j.top+rows; i++ {
+		ch := r.Changes[i]
+		st := styleNormal
+		if i == j.sel {
+			st = styleSel
+		}
+		c.line(4+i-j.top, st, "  "+changeRow(&ch))
+	}
+}
+
+// changeRow is one row of the diff.
+func changeRow(ch *Change) string {
+	name := ch.Path
+	if ch.Kind == tree.Dir {
+		name += "/"
+	}
+	size := func(n uint64) string {
+		if ch.Kind != tree.File {
+			return ch.Kind.String()
+		}
+		return HumanBytes(int64(n))
+	}
+	switch ch.Op {
+	case '+':
+		return fmt.Sprintf("+ %21s  %s", size(ch.NewSize), name)
+	case '-':
+		return fmt.Sprintf("- %21s  %s", size(ch.OldSize), name)
+	}
+	if ch.Kind == tree.File && ch.OldSize != ch.NewSize {
+		return fmt.Sprintf("~ %9s → %9s  %s", size(ch.OldSize), size(ch.NewSize), name)
+	}
+	return fmt.Sprintf("~ %21s  %s", size(ch.NewSize), name)
+}
+
+func drawSettings(c canvas, m *Model) {
+	c.put(1, 1, styleTitle, "Settings (view only)")
+	rows := m.listRows()
+	for i := m.setTop; i < len(m.settings) && i < m.setTop+rows; i++ {
+		c.put(2, 3+i-m.setTop, styleNormal, m.settings[i])
+	}
 }
