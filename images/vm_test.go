@@ -4,10 +4,31 @@
 // (software emulation), driving the serial console and the power button as
 // a person would. They take minutes, so they run with -tags vm (make
 // test-vm), not in the ordinary go test ./... run.
+//
+// The harness, for every VM test of this package:
+//
+//   - image(t, name, debug) builds the artifacts once per name per run
+//     ("prod", "debug") and returns their paths;
+//   - need(t, reqs) skips a test that lacks a tool, or fails it under
+//     CI=true, naming the Debian packages to install;
+//   - bootVM(t, a, opts...) starts images/qemu with options (--data FILE,
+//     --stick FILE, --tap IFACE, --append "KERNEL ARGS", --uefi) and returns
+//     a *vm; QEMU is killed when the test ends and the serial console is
+//     logged when it failed;
+//   - v.waitFor(s, timeout) waits for a console line, or a prompt still
+//     without its newline, containing s; v.has(s), v.linesMatching(s) and
+//     v.console() look at what was said;
+//   - v.typeLine(s) types s and enter on the serial console;
+//   - v.qmp(cmd) runs a QMP command; v.sawEvent(name) tells whether QEMU
+//     sent that event (WATCHDOG, RESET, SHUTDOWN …); v.powerButton() is
+//     system_powerdown and waits for QEMU to exit; v.waitExit waits for it
+//     to exit on its own (images/qemu passes -no-reboot: a reset ends it);
+//   - blankDisk(t, size) is a sparse, all-zero disk file; storeDisk(t)
+//     holds an ext4 filesystem labelled DRAWBRIDGE with a store and a
+//     configuration, as the first boot leaves it.
 package images
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -237,22 +258,34 @@ func TestDebugInitramfsHasAShell(t *testing.T) {
 	t.Error("the debug image has no bin/gosh")
 }
 
-// vm is one QEMU run of images/qemu.
+// vm is one QEMU run of images/qemu: its serial console, as lines, and
+// its QMP socket, kept open from the start so that no event is missed.
 type vm struct {
 	t     *testing.T
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	qmp   string
 	start time.Time
 
-	mu    sync.Mutex
-	lines []string // the serial console, each line prefixed with the seconds since start
-	cond  *sync.Cond
-	eof   bool
-	exit  chan error
+	mu      sync.Mutex
+	cond    *sync.Cond
+	lines   []string // the serial console, each line prefixed with the seconds since start
+	partial string   // the line being written (a prompt waits without its newline)
+	eof     bool
+	events  []string // QMP event names, in order
+
+	exited  chan struct{} // closed when QEMU has exited
+	exitErr error
+
+	qmpConn    net.Conn
+	qmpReplies chan map[string]any
+	qmpReady   chan struct{} // closed once capabilities are negotiated
+	qmpErr     error
 }
 
-// bootVM starts images/qemu on the artifacts in dir with the given options.
+// bootVM starts images/qemu on the artifacts with the given options
+// (--data FILE, --stick FILE, --tap IFACE, --append ARGS, --uefi, …; see
+// images/qemu --help). QEMU is killed when the test ends, and the serial
+// console is logged if the test failed.
 func bootVM(t *testing.T, a *Artifacts, opts ...string) *vm {
 	t.Helper()
 	need(t, BootRequirements(slicesContains(opts, "--uefi")))
@@ -269,17 +302,28 @@ func bootVM(t *testing.T, a *Artifacts, opts ...string) *vm {
 		t.Fatal(err)
 	}
 	cmd.Stderr = cmd.Stdout
-	v := &vm{t: t, cmd: cmd, stdin: stdin, qmp: sock, exit: make(chan error, 1)}
+	v := &vm{t: t, cmd: cmd, stdin: stdin, exited: make(chan struct{}),
+		qmpReplies: make(chan map[string]any, 8), qmpReady: make(chan struct{})}
 	v.cond = sync.NewCond(&v.mu)
 	v.start = time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go v.read(out)
-	go func() { v.exit <- cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		v.mu.Lock()
+		v.exitErr = err
+		v.mu.Unlock()
+		close(v.exited)
+	}()
+	go v.qmpConnect(sock)
 	t.Cleanup(func() {
 		// QEMU and the script's shell, if the test did not power off.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if v.qmpConn != nil {
+			v.qmpConn.Close()
+		}
 		if t.Failed() {
 			t.Logf("serial console:\n%s", v.console())
 		}
@@ -296,35 +340,61 @@ func slicesContains(s []string, x string) bool {
 	return false
 }
 
-// ansi matches the terminal escapes firmware writes to the console.
-var ansi = regexp.MustCompile(`\x1b\[[0-9;?]*[a-zA-Z]|\x1bc`)
+// ansi matches the terminal escapes firmware and the full-screen console
+// write to the serial line.
+var ansi = regexp.MustCompile(`\x1b\[[0-9;?]*[a-zA-Z]|\x1b[()][0-9A-B]|\x1b[c78=>]`)
 
 func (v *vm) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimRight(ansi.ReplaceAllString(sc.Text(), ""), "\r")
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
 		v.mu.Lock()
-		v.lines = append(v.lines, fmt.Sprintf("%6.2f %s", time.Since(v.start).Seconds(), line))
+		v.partial += string(buf[:n])
+		for {
+			i := strings.IndexByte(v.partial, '\n')
+			if i < 0 {
+				break
+			}
+			line := strings.TrimRight(ansi.ReplaceAllString(v.partial[:i], ""), "\r")
+			v.lines = append(v.lines, fmt.Sprintf("%6.2f %s", time.Since(v.start).Seconds(), line))
+			v.partial = v.partial[i+1:]
+		}
+		if len(v.partial) > 1<<20 { // a screen that never ends a line
+			v.lines = append(v.lines, fmt.Sprintf("%6.2f %s", time.Since(v.start).Seconds(), ansi.ReplaceAllString(v.partial, "")))
+			v.partial = ""
+		}
+		if err != nil {
+			v.eof = true
+		}
 		v.cond.Broadcast()
 		v.mu.Unlock()
+		if err != nil {
+			return
+		}
 	}
-	v.mu.Lock()
-	v.eof = true
-	v.cond.Broadcast()
-	v.mu.Unlock()
 }
 
+// console is everything the serial console said so far.
 func (v *vm) console() string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return strings.Join(v.lines, "\n")
+	return strings.Join(append(v.lines, ansi.ReplaceAllString(v.partial, "")), "\n")
 }
 
-// waitFor waits until a console line contains s and returns the seconds
-// since QEMU started.
+// waitFor waits until a console line, or the line being written (a
+// prompt), contains s, and returns the seconds since QEMU started. Lines
+// seen by an earlier waitFor are searched again: use a string that only
+// the awaited event prints.
 func (v *vm) waitFor(s string, timeout time.Duration) float64 {
 	v.t.Helper()
+	secs, err := v.await(s, timeout)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return secs
+}
+
+func (v *vm) await(s string, timeout time.Duration) (float64, error) {
 	deadline := time.Now().Add(timeout)
 	timer := time.AfterFunc(timeout, func() { v.mu.Lock(); v.cond.Broadcast(); v.mu.Unlock() })
 	defer timer.Stop()
@@ -336,29 +406,33 @@ func (v *vm) waitFor(s string, timeout time.Duration) float64 {
 			if strings.Contains(v.lines[seen], s) {
 				var secs float64
 				fmt.Sscanf(v.lines[seen], "%f", &secs)
-				return secs
+				return secs, nil
 			}
 		}
+		if strings.Contains(ansi.ReplaceAllString(v.partial, ""), s) {
+			return time.Since(v.start).Seconds(), nil
+		}
 		if v.eof {
-			v.t.Fatalf("QEMU exited before the console said %q", s)
+			return 0, fmt.Errorf("QEMU exited before the console said %q", s)
 		}
 		if time.Now().After(deadline) {
-			v.t.Fatalf("the console did not say %q within %v", s, timeout)
+			return 0, fmt.Errorf("the console did not say %q within %v", s, timeout)
 		}
 		v.cond.Wait()
 	}
 }
 
+// typeLine types s and the enter key on the serial console.
+func (v *vm) typeLine(s string) {
+	v.t.Helper()
+	if _, err := io.WriteString(v.stdin, s+"\r"); err != nil {
+		v.t.Fatalf("type %q: %v", s, err)
+	}
+}
+
 // has reports whether a console line contains s.
 func (v *vm) has(s string) bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, l := range v.lines {
-		if strings.Contains(l, s) {
-			return true
-		}
-	}
-	return false
+	return len(v.linesMatching(s)) > 0
 }
 
 // linesMatching returns the console lines that contain s.
@@ -374,53 +448,112 @@ func (v *vm) linesMatching(s string) []string {
 	return m
 }
 
-// powerButton presses the power button through QMP (system_powerdown) and
-// waits for QEMU to exit on its own.
-func (v *vm) powerButton() {
-	v.t.Helper()
+// qmpConnect connects to QEMU's QMP socket, negotiates, then reads
+// replies (for qmp) and events (for sawEvent) until QEMU exits.
+func (v *vm) qmpConnect(sock string) {
 	var conn net.Conn
 	var err error
-	for i := 0; i < 50; i++ {
-		if conn, err = net.Dial("unix", v.qmp); err == nil {
+	for i := 0; i < 100; i++ {
+		if conn, err = net.Dial("unix", sock); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		v.t.Fatalf("QMP: %v", err)
+		v.qmpErr = fmt.Errorf("QMP: %w", err)
+		close(v.qmpReady)
+		return
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	v.qmpConn = conn
 	dec := json.NewDecoder(conn)
 	var greeting map[string]any
 	if err := dec.Decode(&greeting); err != nil {
-		v.t.Fatalf("QMP greeting: %v", err)
+		v.qmpErr = fmt.Errorf("QMP greeting: %w", err)
+		close(v.qmpReady)
+		return
 	}
-	for _, c := range []string{"qmp_capabilities", "system_powerdown"} {
-		fmt.Fprintf(conn, `{"execute": %q}`+"\n", c)
-		for {
-			var reply map[string]any
-			if err := dec.Decode(&reply); err != nil {
-				v.t.Fatalf("QMP %s: %v", c, err)
+	fmt.Fprintf(conn, `{"execute": "qmp_capabilities"}`+"\n")
+	ready := false
+	for {
+		var msg map[string]any
+		if err := dec.Decode(&msg); err != nil {
+			if !ready {
+				v.qmpErr = fmt.Errorf("QMP: %w", err)
+				close(v.qmpReady)
 			}
-			if e, ok := reply["error"]; ok {
-				v.t.Fatalf("QMP %s: %v", c, e)
-			}
-			if _, ok := reply["return"]; ok {
-				break
-			}
+			close(v.qmpReplies)
+			return
 		}
+		if ev, ok := msg["event"].(string); ok {
+			v.mu.Lock()
+			v.events = append(v.events, ev)
+			v.lines = append(v.lines, fmt.Sprintf("%6.2f [QMP event %s %v]", time.Since(v.start).Seconds(), ev, msg["data"]))
+			v.cond.Broadcast()
+			v.mu.Unlock()
+			continue
+		}
+		if !ready {
+			ready = true
+			close(v.qmpReady)
+			continue
+		}
+		v.qmpReplies <- msg
 	}
+}
+
+// qmp runs a QMP command ("system_powerdown", "system_reset", …).
+func (v *vm) qmp(command string) {
+	v.t.Helper()
+	<-v.qmpReady
+	if v.qmpErr != nil {
+		v.t.Fatal(v.qmpErr)
+	}
+	fmt.Fprintf(v.qmpConn, `{"execute": %q}`+"\n", command)
+	select {
+	case reply, ok := <-v.qmpReplies:
+		if !ok {
+			v.t.Fatalf("QMP %s: QEMU closed the socket", command)
+		}
+		if e, ok := reply["error"]; ok {
+			v.t.Fatalf("QMP %s: %v", command, e)
+		}
+	case <-time.After(30 * time.Second):
+		v.t.Fatalf("QMP %s: no reply", command)
+	}
+}
+
+// sawEvent reports whether QEMU sent a QMP event of that name
+// ("WATCHDOG", "RESET", "SHUTDOWN", "POWERDOWN").
+func (v *vm) sawEvent(name string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slicesContains(v.events, name)
+}
+
+// waitExit waits for QEMU to exit on its own and returns how long that
+// took; images/qemu passes -no-reboot, so a reset (the watchdog's) ends it.
+func (v *vm) waitExit(timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	select {
-	case err := <-v.exit:
-		if err != nil {
-			v.t.Errorf("QEMU exited with %v", err)
-		}
-		v.t.Logf("powered off %.1fs after the power button", time.Since(start).Seconds())
-	case <-time.After(powerOffTimeout):
-		v.t.Fatalf("QEMU still running %v after the power button", powerOffTimeout)
+	case <-v.exited:
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return time.Since(start), v.exitErr
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("QEMU still running after %v", timeout)
 	}
+}
+
+// powerButton presses the power button through QMP (system_powerdown) and
+// waits for QEMU to exit on its own.
+func (v *vm) powerButton() {
+	v.t.Helper()
+	v.qmp("system_powerdown")
+	took, err := v.waitExit(powerOffTimeout)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	v.t.Logf("powered off %.1fs after the power button", took.Seconds())
 }
 
 // checkBoot checks that every boot step reported and none failed.
@@ -467,19 +600,85 @@ func TestBootWithoutDataDisk(t *testing.T) {
 	}
 }
 
-func TestBootWithDataDisk(t *testing.T) {
-	need(t, []Requirement{{"mke2fs", "e2fsprogs"}})
-	a := image(t, "prod", false)
-	data := filepath.Join(t.TempDir(), "data.img")
-	if err := os.WriteFile(data, nil, 0o600); err != nil {
+// blankDisk is a sparse disk file of size bytes, all zeros: a new disk.
+func blankDisk(t *testing.T, size int64) string {
+	t.Helper()
+	name := filepath.Join(t.TempDir(), "data.img")
+	if err := os.WriteFile(name, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(data, 256<<20); err != nil {
+	if err := os.Truncate(name, size); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-L", "DRAWBRIDGE", data).CombinedOutput(); err != nil {
+	return name
+}
+
+// vmPassphrase is the restore passphrase of the stores the VM tests make.
+const vmPassphrase = "correct horse battery staple"
+
+// vmConfig is a configuration the daemon accepts: a nightly window on an
+// interface the VM does not have, so the daemon only waits.
+const vmConfig = `store = "/data/store"
+
+[network]
+interface = "eth0"
+address = "198.18.0.2/24"
+
+[[window]]
+days = "daily"
+start = "02:00"
+duration = "1h"
+`
+
+// storeDisk is a 256 MiB disk holding what a first boot leaves: an ext4
+// filesystem labelled DRAWBRIDGE with a store (made by this repository's
+// drawbridge init) and a configuration. mke2fs -d fills it without
+// mounting anything.
+func storeDisk(t *testing.T) string {
+	t.Helper()
+	need(t, []Requirement{{"mke2fs", "e2fsprogs"}, reqGo})
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	bin := filepath.Join(dir, "drawbridge")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/drawbridge")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build drawbridge: %v\n%s", err, out)
+	}
+	pass := filepath.Join(dir, "passphrase")
+	if err := os.WriteFile(pass, []byte(vmPassphrase+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "init", "--store", filepath.Join(root, "store"), "--passphrase-file", pass).CombinedOutput(); err != nil {
+		t.Fatalf("drawbridge init: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(root, "drawbridge.toml"), []byte(vmConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img := blankDisk(t, 256<<20)
+	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-L", "DRAWBRIDGE", "-d", root, img).CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v\n%s", err, out)
 	}
+	return img
+}
+
+// checkClean checks, after power-off, that the data disk's filesystem was
+// cleanly unmounted (e2fsck finds nothing to do) and is labelled
+// DRAWBRIDGE.
+func checkClean(t *testing.T, img string) {
+	t.Helper()
+	if out, err := exec.Command("e2fsck", "-f", "-n", img).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck after power-off: %v\n%s", err, out)
+	}
+	out, err := exec.Command("e2label", img).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "DRAWBRIDGE" {
+		t.Errorf("e2label: %q, %v; want DRAWBRIDGE", out, err)
+	}
+}
+
+func TestBootWithDataDisk(t *testing.T) {
+	a := image(t, "prod", false)
+	data := storeDisk(t)
 	v := bootVM(t, a, "--data", data)
 	ready := v.waitFor("drawbridge: ready", readyTimeout)
 	v.logTimes(ready)
@@ -487,7 +686,10 @@ func TestBootWithDataDisk(t *testing.T) {
 	for _, l := range []string{
 		"drawbridge: boot: data-disk: /dev/vda",
 		"drawbridge: boot: mount-data: /dev/vda on /data",
-		"drawbridge: boot: mount-data: ok",
+		"drawbridge: boot: store: /data/store",
+		"drawbridge: boot: config: /data/drawbridge.toml",
+		"drawbridge: boot: daemon: /bin/drawbridge run --config /data/drawbridge.toml",
+		"drawbridge: boot: daemon: ok",
 	} {
 		if !v.has(l) {
 			t.Errorf("no %q on the console", l)
@@ -496,13 +698,136 @@ func TestBootWithDataDisk(t *testing.T) {
 	if v.has("drawbridge: no data disk") {
 		t.Error("says no data disk with one attached")
 	}
+	if v.has("drawbridge: boot: format: first boot") {
+		t.Error("offered to format the data disk")
+	}
+	// Let the daemon settle before it is stopped.
+	time.Sleep(5 * time.Second)
 	v.powerButton()
 	if !v.has("drawbridge: shutdown: unmount: /data") {
 		t.Error("/data was not unmounted at power-off")
 	}
-	// The filesystem was cleanly unmounted: e2fsck finds nothing to do.
-	if out, err := exec.Command("e2fsck", "-n", "-f", data).CombinedOutput(); err != nil {
-		t.Errorf("e2fsck after power-off: %v\n%s", err, out)
+	checkClean(t, data)
+}
+
+// TestFirstBoot boots with a blank disk, confirms formatting at the
+// serial console, types the restore passphrase twice for the new store,
+// and checks that the disk is the data disk and clean after power-off.
+func TestFirstBoot(t *testing.T) {
+	need(t, []Requirement{{"e2fsck", "e2fsprogs"}, {"debugfs", "e2fsprogs"}})
+	a := image(t, "prod", false)
+	data := blankDisk(t, 1<<30)
+	v := bootVM(t, a, "--data", data)
+	v.waitFor("drawbridge: boot: format: first boot: vda (", readyTimeout)
+	asked := v.waitFor(`type "format vda" and enter`, time.Minute)
+	v.typeLine("format vda")
+	v.waitFor("drawbridge: boot: format: formatting /dev/vda: /sbin/mke2fs", time.Minute)
+	formatted := v.waitFor("drawbridge: boot: format: ok", 5*time.Minute)
+	t.Logf("mke2fs of a 1 GiB disk: %.1fs", formatted-asked)
+	v.waitFor("drawbridge: boot: store: no store at /data/store", time.Minute)
+	v.waitFor("Restore passphrase:", time.Minute)
+	v.typeLine(vmPassphrase)
+	v.waitFor("Repeat it:", time.Minute)
+	v.typeLine(vmPassphrase)
+	v.waitFor("drawbridge: boot: store: store made at /data/store", 2*time.Minute)
+	ready := v.waitFor("drawbridge: ready", 2*time.Minute)
+	v.logTimes(ready)
+	for _, l := range []string{
+		"drawbridge: boot: format: /dev/vda is the data disk (label DRAWBRIDGE",
+		"drawbridge: boot: mount-data: /dev/vda on /data",
+		"drawbridge: boot: store: ok",
+	} {
+		if !v.has(l) {
+			t.Errorf("no %q on the console", l)
+		}
+	}
+	if v.has(vmPassphrase) {
+		t.Error("the passphrase was echoed on the console")
+	}
+	v.powerButton()
+	checkClean(t, data)
+	out, err := exec.Command("debugfs", "-R", "stat /store/store.json", data).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Type: regular") {
+		t.Errorf("no store on the data disk: %v\n%s", err, out)
+	}
+}
+
+// TestDiskWithDataIsNotOffered boots with a disk that is all zeros but
+// for a few bytes near its end (where a GPT keeps its backup): it is not
+// offered for formatting, and not a byte of it changes.
+func TestDiskWithDataIsNotOffered(t *testing.T) {
+	a := image(t, "prod", false)
+	data := blankDisk(t, 64<<20)
+	f, err := os.OpenFile(data, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("EFI PART"), 64<<20-512); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	before, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := bootVM(t, a, "--data", data)
+	v.waitFor("drawbridge: ready", readyTimeout)
+	v.checkBoot()
+	for _, l := range []string{
+		"drawbridge: boot: format: vda (64.0 MiB) holds data (its first or last MiB is not all zeros): not offered",
+		"drawbridge: boot: format: skipped: no blank disk",
+		"drawbridge: no data disk",
+	} {
+		if !v.has(l) {
+			t.Errorf("no %q on the console", l)
+		}
+	}
+	if v.has("format vda") {
+		t.Error("offered a disk with data on it for formatting")
+	}
+	v.powerButton()
+	after, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Error("the disk with data on it was written to")
+	}
+}
+
+// TestDaemonRestartedAndWatchdog makes the daemon crash (SIGKILL), then
+// hang (SIGSTOP), through the test-only drawbridge.fault: PID 1 restarts
+// the crashed one, and stops petting the watchdog once the hung one's
+// heartbeat is stale, so QEMU's i6300esb resets the box (with
+// -no-reboot, QEMU exits).
+func TestDaemonRestartedAndWatchdog(t *testing.T) {
+	const wdTimeout = 15 * time.Second
+	a := image(t, "prod", false)
+	data := storeDisk(t)
+	v := bootVM(t, a, "--data", data, "--append",
+		fmt.Sprintf("drawbridge.watchdog_timeout=%ds drawbridge.fault=kill-daemon-after:10s,stop-daemon-after:30s", int(wdTimeout.Seconds())))
+	v.waitFor("drawbridge: ready", readyTimeout)
+	if !v.has("drawbridge: boot: watchdog: i6300ESB timer, reboots a hung box after 15s") {
+		t.Errorf("the watchdog's timeout was not set: %v", v.linesMatching("boot: watchdog:"))
+	}
+	v.waitFor("drawbridge: test fault: SIGKILL sent to the daemon", time.Minute)
+	v.waitFor("drawbridge: daemon: killed by a signal; restarting in 1s", 30*time.Second)
+	if v.has("daemon: warning: this drawbridge writes no heartbeat") {
+		t.Skip("this drawbridge has no --heartbeat: the watchdog cannot tell a hung daemon")
+	}
+	stopped := v.waitFor("drawbridge: test fault: SIGSTOP sent to the daemon", time.Minute)
+	hung := v.waitFor("it seems hung; no longer petting the watchdog", time.Minute)
+	// Two stages of the i6300esb's timer, and the slowness of emulation.
+	took, err := v.waitExit(2*wdTimeout + 60*time.Second)
+	if err != nil {
+		t.Fatalf("after the daemon hung: %v", err)
+	}
+	t.Logf("daemon stopped at %.1fs, PID 1 stopped petting at %.1fs, QEMU reset %.1fs later", stopped, hung, took.Seconds())
+	if !v.sawEvent("WATCHDOG") && !v.sawEvent("RESET") {
+		t.Error("QEMU exited without a watchdog event or a reset")
+	}
+	if v.has("drawbridge: power off") {
+		t.Error("the box powered off instead of being reset")
 	}
 }
 
