@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"drawbridge/vault/daemon"
 	"drawbridge/vault/internal/fixture"
+	"drawbridge/vault/journal"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
 )
@@ -120,5 +123,128 @@ func TestStoreBackend(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("screen lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// fakeDaemon stands in for the daemon the console shares a store with.
+type fakeDaemon struct {
+	st      daemon.Status
+	asked   []time.Duration
+	windowN bool // a window is open: WhileIdle refuses
+}
+
+func (d *fakeDaemon) Status() daemon.Status        { return d.st }
+func (d *fakeDaemon) OpenNow(length time.Duration) { d.asked = append(d.asked, length) }
+func (d *fakeDaemon) WhileIdle(ctx context.Context, fn func(context.Context) error) error {
+	if d.windowN {
+		return daemon.ErrWindowOpen
+	}
+	return fn(ctx)
+}
+
+// TestStoreBackendInDaemon: the backend of a console inside the daemon
+// reads its status from it, asks it for windows, verifies outside
+// windows, and its journal appends interleave with the daemon's (run with
+// -race).
+func TestStoreBackendInDaemon(t *testing.T) {
+	work := t.TempDir()
+	src := filepath.Join(work, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "a.txt"), []byte("alpha"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(work, "store")
+	s, err := store.Init(dir, []byte("pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fixture.Unseal(dir) })
+	defer s.Close()
+	if _, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fd := &fakeDaemon{st: daemon.Status{NextWindow: &daemon.WindowStatus{Start: time.Date(2026, 1, 3, 2, 0, 0, 0, time.UTC)}}}
+	b := &StoreBackend{Store: s, Dir: dir, Writable: true, Daemon: fd, NowLength: 20 * time.Minute}
+	st := b.Status(context.Background())
+	if st.Daemon == nil || st.Daemon.NextWindow == nil || st.DaemonErr != "" {
+		t.Fatalf("status: %+v", st)
+	}
+	if n, err := b.BackUpNow(context.Background()); err != nil || n != 20*time.Minute || len(fd.asked) != 1 {
+		t.Fatalf("back up now: %v %v %v", n, err, fd.asked)
+	}
+	if _, err := (&StoreBackend{Store: s, Dir: dir, Writable: true}).BackUpNow(context.Background()); !errors.Is(err, ErrNoDaemon) {
+		t.Fatalf("back up now without a daemon: %v", err)
+	}
+	if err := b.Power(false); !errors.Is(err, ErrNoPower) {
+		t.Fatalf("power: %v", err)
+	}
+	if _, err := b.Settings(context.Background(), []byte("x")); !errors.Is(err, ErrNoAdmin) || b.HasAdmin() {
+		t.Fatalf("settings: %v", err)
+	}
+
+	// Verify, and deep verify with the reader; none during a window.
+	var done, total int64
+	rep, err := b.Verify(context.Background(), nil, func(d, t int64) { done, total = d, t })
+	if err != nil || rep.Damaged() || rep.Packs == 0 || done != total || total == 0 {
+		t.Fatalf("verify: %+v %v (%d of %d)", rep, err, done, total)
+	}
+	r, err := b.Unlock(context.Background(), []byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rep, err = b.Verify(context.Background(), r, nil)
+	if err != nil || rep.Damaged() || rep.DeepFiles != 1 {
+		t.Fatalf("deep verify: %+v %v", rep, err)
+	}
+	fd.windowN = true
+	if _, err := b.Verify(context.Background(), nil, nil); !errors.Is(err, daemon.ErrWindowOpen) {
+		t.Fatalf("verify during a window: %v", err)
+	}
+
+	// The daemon's appends and the console's, at once.
+	var wg sync.WaitGroup
+	const n = 30
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			if _, err := s.Journal().Append(s.Keys().Identity, time.Now(), "link-down", fmt.Sprint("daemon ", i), nil); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			if err := b.Journal("console-test", fmt.Sprint("console ", i), nil); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 5 {
+			b.Status(context.Background())
+		}
+	}()
+	wg.Wait()
+	var seqs []uint64
+	var last uint64
+	if err := b.ScanJournal(context.Background(), func(l uint64) { last = l }, func(r journal.Record) error {
+		seqs = append(seqs, r.Seq)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != int(last) || last < 2*n {
+		t.Fatalf("scanned %d of %d records", len(seqs), last)
+	}
+	fd.windowN = false
+	rep, err = b.Verify(context.Background(), nil, nil)
+	if err != nil || rep.Damaged() {
+		t.Fatalf("verify after concurrent appends: %+v %v", rep, err)
 	}
 }
