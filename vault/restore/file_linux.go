@@ -28,6 +28,9 @@ func (r *restorer) file(f *frame, name string, e *tree.Entry, path string) error
 	rel := relPath(f.rel, name)
 	h, err := f.dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
+		if r.refused(path, err) {
+			return nil
+		}
 		return fmt.Errorf("restore %q: %w", rel, err)
 	}
 	r.files.Add(1)
@@ -86,7 +89,8 @@ func (r *restorer) fill(job fileJob, buf []byte) ([]byte, error) {
 	e := job.e
 	var dmg fileDamage
 	var off uint64
-	known := true // off is where the next chunk starts
+	var end uint64 // the file's size so far: the end of the last chunk written
+	known := true  // off is where the next chunk starts
 	fd := int(job.f.Fd())
 	var h hash.Hash
 	if r.opt.Hash != nil && r.opt.Written != nil {
@@ -125,6 +129,7 @@ func (r *restorer) fill(job fileJob, buf []byte) ([]byte, error) {
 				if _, err := job.f.WriteAt(p, int64(off)); err != nil {
 					return fmt.Errorf("restore %q: %w", job.rel, err)
 				}
+				end = off + uint64(len(p))
 			}
 			off += ref.Length
 			r.bytes.Add(int64(ref.Length))
@@ -165,11 +170,15 @@ func (r *restorer) fill(job fileJob, buf []byte) ([]byte, error) {
 	if known && off != e.Size {
 		dmg.add(fmt.Errorf("%w: chunk lengths add up to %d, size is %d", ErrMismatch, off, e.Size))
 	}
-	if err := job.f.Truncate(int64(min(e.Size, 1<<62))); err != nil {
-		if !errors.Is(err, unix.EFBIG) && !errors.Is(err, unix.EINVAL) {
-			return buf, fmt.Errorf("restore %q: %w", job.rel, err)
+	// Only a file ending in a hole (or damage) needs its size set; some
+	// FUSE drivers of USB filesystems cannot truncate.
+	if end != e.Size {
+		if err := job.f.Truncate(int64(min(e.Size, 1<<62))); err != nil {
+			if !errors.Is(err, unix.EFBIG) && !errors.Is(err, unix.EINVAL) {
+				return buf, fmt.Errorf("restore %q: %w", job.rel, err)
+			}
+			dmg.add(fmt.Errorf("set size %d: %w", e.Size, err))
 		}
-		dmg.add(fmt.Errorf("set size %d: %w", e.Size, err))
 	}
 	if dmg.first != nil {
 		r.damage(job.path, dmg.err())

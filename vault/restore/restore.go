@@ -40,6 +40,12 @@ type Options struct {
 	// hash. Read-back verification of a drive is built on it.
 	Hash    func() hash.Hash
 	Written func(rel string, size int64, sum []byte)
+	// Lenient is for a target whose filesystem cannot hold all a snapshot
+	// can (FAT and exFAT on a USB drive): an entry it refuses (a symlink,
+	// device, fifo or hardlink, a name it does not take or that clashes
+	// with another by case) is left out and listed in Report.Skipped, and
+	// modes, owners and times it refuses are dropped.
+	Lenient bool
 }
 
 // Damage is one snapshot path that was not restored, or not completely.
@@ -58,6 +64,7 @@ type Report struct {
 	Other    int64    // fifos, devices, and sockets (which are skipped)
 	Bytes    int64    // file content restored, holes included
 	Damaged  []Damage // sorted by Path
+	Skipped  []Damage // entries the target refused (Options.Lenient), sorted by Path
 }
 
 var (

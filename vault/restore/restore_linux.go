@@ -188,6 +188,7 @@ type restorer struct {
 
 	mu      sync.Mutex
 	damaged []Damage
+	skipped []Damage
 	err     error // first error writing to the target
 }
 
@@ -260,6 +261,34 @@ func relPath(dir, name string) string {
 	return dir + "/" + name
 }
 
+// refused reports whether err is the target's filesystem refusing
+// something it cannot hold, under Options.Lenient, and lists path as
+// skipped when it is.
+func (r *restorer) refused(path string, err error) bool {
+	if !r.metaRefused(err) {
+		return false
+	}
+	r.mu.Lock()
+	r.skipped = append(r.skipped, Damage{Path: path, Err: err})
+	r.mu.Unlock()
+	return true
+}
+
+// metaRefused reports whether err, from setting metadata, is the target's
+// filesystem refusing it, to be ignored under Options.Lenient.
+func (r *restorer) metaRefused(err error) bool {
+	if !r.opt.Lenient {
+		return false
+	}
+	for _, e := range []error{unix.EPERM, unix.EINVAL, unix.EOPNOTSUPP, unix.ENOSYS, unix.ENAMETOOLONG,
+		unix.EEXIST, unix.EILSEQ, unix.EMLINK} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *restorer) damage(path string, err error) {
 	r.mu.Lock()
 	r.damaged = append(r.damaged, Damage{Path: path, Err: err})
@@ -299,8 +328,10 @@ func (r *restorer) stopped() error {
 func (r *restorer) report() *Report {
 	r.mu.Lock()
 	damaged := slices.Clone(r.damaged)
+	skipped := slices.Clone(r.skipped)
 	r.mu.Unlock()
 	slices.SortStableFunc(damaged, func(a, b Damage) int { return strings.Compare(a.Path, b.Path) })
+	slices.SortStableFunc(skipped, func(a, b Damage) int { return strings.Compare(a.Path, b.Path) })
 	return &Report{
 		Files:    r.files.Load(),
 		Dirs:     r.dirs.Load(),
@@ -308,6 +339,7 @@ func (r *restorer) report() *Report {
 		Other:    r.other.Load(),
 		Bytes:    r.bytes.Load(),
 		Damaged:  damaged,
+		Skipped:  skipped,
 	}
 }
 
@@ -407,6 +439,9 @@ func (r *restorer) dir(f *frame, e *tree.Entry, path string) error {
 	}
 	rel := relPath(f.rel, e.Name)
 	if err := f.dir.Mkdir(e.Name, 0o700); err != nil {
+		if r.refused(path, err) {
+			return nil
+		}
 		return fmt.Errorf("restore %q: %w", rel, err)
 	}
 	r.dirs.Add(1)
@@ -464,7 +499,7 @@ func (r *restorer) chmodDeferred() error {
 			err = unix.Fchmod(int(h.Fd()), d.mode)
 			h.Close()
 		}
-		if err != nil {
+		if err != nil && !r.metaRefused(err) {
 			return fmt.Errorf("restore %q: chmod: %w", d.rel, err)
 		}
 	}
@@ -477,7 +512,7 @@ func (r *restorer) chmodDeferred() error {
 // xattrs. Xattrs that cannot be set are damage; anything else is an error.
 func (r *restorer) fdMeta(fd int, e *tree.Entry, path string, chmod bool) error {
 	if r.opt.Owners {
-		if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil {
+		if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil && !r.metaRefused(err) {
 			return fmt.Errorf("chown: %w", err)
 		}
 	}
@@ -488,7 +523,7 @@ func (r *restorer) fdMeta(fd int, e *tree.Entry, path string, chmod bool) error 
 		}
 	}
 	if chmod {
-		if err := unix.Fchmod(fd, e.Mode&tree.MaxMode); err != nil {
+		if err := unix.Fchmod(fd, e.Mode&tree.MaxMode); err != nil && !r.metaRefused(err) {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
@@ -496,7 +531,7 @@ func (r *restorer) fdMeta(fd int, e *tree.Entry, path string, chmod bool) error 
 	if !ok {
 		return nil
 	}
-	if err := futimens(fd, ts); err != nil {
+	if err := futimens(fd, ts); err != nil && !r.metaRefused(err) {
 		return fmt.Errorf("set times: %w", err)
 	}
 	return nil
@@ -524,11 +559,14 @@ func (r *restorer) symlink(f *frame, e *tree.Entry, path string) error {
 	}
 	rel := relPath(f.rel, e.Name)
 	if err := f.dir.Symlink(e.Target, e.Name); err != nil {
+		if r.refused(path, err) {
+			return nil
+		}
 		return fmt.Errorf("restore %q: %w", rel, err)
 	}
 	r.symlinks.Add(1)
 	if r.opt.Owners {
-		if err := f.dir.Lchown(e.Name, int(e.UID), int(e.GID)); err != nil {
+		if err := f.dir.Lchown(e.Name, int(e.UID), int(e.GID)); err != nil && !r.metaRefused(err) {
 			return fmt.Errorf("restore %q: %w", rel, err)
 		}
 	}
@@ -555,11 +593,14 @@ func (r *restorer) node(f *frame, e *tree.Entry, path string) error {
 		return nil
 	}
 	if err != nil {
+		if r.refused(path, err) {
+			return nil
+		}
 		return fmt.Errorf("restore %q: mknod: %w", rel, err)
 	}
 	r.other.Add(1)
 	if r.opt.Owners {
-		if err := f.dir.Lchown(e.Name, int(e.UID), int(e.GID)); err != nil {
+		if err := f.dir.Lchown(e.Name, int(e.UID), int(e.GID)); err != nil && !r.metaRefused(err) {
 			return fmt.Errorf("restore %q: %w", rel, err)
 		}
 	}
@@ -590,12 +631,12 @@ func (r *restorer) atMeta(f *frame, e *tree.Entry, path string, chmod bool) erro
 			// to the target while we do.
 			err = unix.Fchmodat(fd, e.Name, mode, 0)
 		}
-		if err != nil {
+		if err != nil && !r.metaRefused(err) {
 			return fmt.Errorf("restore %q: chmod: %w", rel, err)
 		}
 	}
 	if ts, ok := r.mtime(e, path); ok {
-		if err := unix.UtimesNanoAt(fd, e.Name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.UtimesNanoAt(fd, e.Name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil && !r.metaRefused(err) {
 			return fmt.Errorf("restore %q: set times: %w", rel, err)
 		}
 	}
@@ -651,6 +692,9 @@ func (r *restorer) hardlink(f *frame, e *tree.Entry, path string) error {
 
 func (r *restorer) link(oldRel, newRel, path string) error {
 	err := r.root.Link(oldRel, newRel)
+	if err != nil && r.refused(path, err) {
+		return nil
+	}
 	if errors.Is(err, unix.EMLINK) {
 		r.damage(path, err)
 		return nil
