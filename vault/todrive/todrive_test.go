@@ -1,0 +1,318 @@
+package todrive_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"drawbridge/hw/usb"
+	"drawbridge/vault/fixture"
+	"drawbridge/vault/seal"
+	"drawbridge/vault/store"
+	"drawbridge/vault/todrive"
+	"drawbridge/vault/tree"
+)
+
+type vault struct {
+	r    *store.Reader
+	root tree.ID
+	sub  string // the backed-up directory inside the snapshot
+	src  string
+}
+
+// newVault backs up what fill makes into a fresh store and unlocks it.
+func newVault(t testing.TB, fill func(dir string)) *vault {
+	t.Helper()
+	pass := []byte("todrive test passphrase")
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := store.Init(dir, pass, store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); fixture.Unseal(dir) })
+	src := filepath.Join(t.TempDir(), "src")
+	fill(src)
+	snap, err := s.Backup(context.Background(), "fixture", []string{src}, store.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Unlock(pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	var root tree.ID
+	b, _ := hex.DecodeString(snap.Root)
+	copy(root[:], b)
+	return &vault{r: r, root: root, sub: strings.TrimPrefix(src, "/"), src: src}
+}
+
+// files makes n files of random (incompressible) content in a few
+// directories, with names every filesystem takes; sizes vary up to max.
+func files(n int, max int, seed uint64) func(dir string) {
+	return func(dir string) {
+		r := rand.New(rand.NewPCG(seed, 1))
+		for i := range n {
+			d := filepath.Join(dir, fmt.Sprintf("dir%d", i%4))
+			os.MkdirAll(d, 0o755)
+			b := make([]byte, r.IntN(max)+1)
+			for j := range b {
+				b[j] = byte(r.Uint32())
+			}
+			if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("file%03d.bin", i)), b, 0o644); err != nil {
+				panic(err)
+			}
+		}
+	}
+}
+
+// sameFiles compares the regular files under a and b, but for those
+// named in skip.
+func sameFiles(t *testing.T, a, b string, skip ...string) {
+	t.Helper()
+	n := 0
+	filepath.Walk(a, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(a, p)
+		if slices.Contains(skip, rel) {
+			return nil
+		}
+		want, _ := os.ReadFile(p)
+		got, err := os.ReadFile(filepath.Join(b, rel))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: restored copy differs (%v)", rel, err)
+		}
+		n++
+		return nil
+	})
+	if n == 0 {
+		t.Error("no files compared")
+	}
+}
+
+func need(t testing.TB, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true requires it)")
+	}
+	t.Skip(msg)
+}
+
+// drive makes a loop device holding a fresh filesystem of fstype and
+// mounts it through hw/usb. It returns the mount and the image file.
+func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		need(t, "needs root for loop devices")
+	}
+	img := filepath.Join(t.TempDir(), "stick.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(img, size)
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		need(t, "losetup: "+strings.TrimSpace(string(out)))
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	p := usb.Local()
+	p.Any = true
+	drives, _ := p.List()
+	var d *usb.Drive
+	for i := range drives {
+		if drives[i].Path == dev {
+			d = &drives[i]
+		}
+	}
+	if d == nil {
+		t.Fatalf("%s not listed", dev)
+	}
+	if err := p.Format(context.Background(), *d, fstype, "STICK", d.Confirmation()); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			need(t, err.Error()+": apt-get install e2fsprogs exfatprogs dosfstools")
+		}
+		t.Fatal(err)
+	}
+	part := usb.Partition{Name: d.Name, Path: d.Path, Size: d.Size}
+	m, err := p.Mount(part, filepath.Join(t.TempDir(), "mnt"), false)
+	if err != nil {
+		if strings.Contains(err.Error(), "FUSE driver") || strings.Contains(err.Error(), "kernel cannot mount") {
+			need(t, err.Error()+": apt-get install fusefat exfat-fuse, or a kernel with "+fstype)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Unmount() })
+	return m, img
+}
+
+func TestRestoreToDrive(t *testing.T) {
+	v := newVault(t, func(dir string) {
+		files(40, 300<<10, 1)(dir)
+		// What FAT and exFAT cannot hold.
+		os.Symlink("dir0/file000.bin", filepath.Join(dir, "link"))
+		os.WriteFile(filepath.Join(dir, "Case"), []byte("upper"), 0o644)
+		os.WriteFile(filepath.Join(dir, "case"), []byte("lower"), 0o644)
+	})
+	for _, fstype := range []string{"ext4", "exfat", "vfat"} {
+		t.Run(fstype, func(t *testing.T) {
+			m, _ := drive(t, 64<<20, fstype)
+			var mu sync.Mutex
+			var last = map[string]todrive.Progress{}
+			rep, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, m.Root(), "restore", todrive.Options{
+				Interval: time.Millisecond,
+				Progress: func(p todrive.Progress) {
+					mu.Lock()
+					last[p.Phase] = p
+					mu.Unlock()
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var skipped []string
+			for _, d := range rep.Skipped {
+				skipped = append(skipped, strings.TrimPrefix(d.Path, v.sub+"/"))
+			}
+			t.Logf("skipped: %v", rep.Skipped)
+			wantSkipped := ""
+			if fstype != "ext4" {
+				// "Case" is written first and "case" then clashes with it.
+				wantSkipped = "case link"
+			}
+			if strings.Join(skipped, " ") != wantSkipped {
+				t.Errorf("skipped %q, want %q", skipped, wantSkipped)
+			}
+			sameFiles(t, v.src, filepath.Join(m.Root(), "restore"), skipped...)
+			want := int64(42) // 40 files, Case and case
+			if fstype != "ext4" {
+				want = 41
+			}
+			if rep.Verified != want || rep.Files != want || len(rep.Mismatches) != 0 || rep.VerifiedBytes != rep.Bytes {
+				t.Errorf("report: %d files, %d verified (%d of %d bytes), mismatches %v", rep.Files, rep.Verified, rep.VerifiedBytes, rep.Bytes, rep.Mismatches)
+			}
+			for _, ph := range []string{todrive.PhaseWrite, todrive.PhaseVerify} {
+				p := last[ph]
+				if p.Done != rep.Bytes || p.Total != rep.Bytes || p.Rate <= 0 || p.ETA != 0 {
+					t.Errorf("last %s progress %+v, want done = total = %d", ph, p, rep.Bytes)
+				}
+			}
+			if rep.Needed > rep.Free || rep.Needed < rep.Bytes {
+				t.Errorf("needed %d, free %d, bytes %d", rep.Needed, rep.Free, rep.Bytes)
+			}
+			t.Logf("%s: %d bytes written in %.2fs, verified in %.2fs", fstype, rep.Bytes, rep.WriteSeconds, rep.VerifySeconds)
+		})
+	}
+}
+
+// TestNoSpace: a restore larger than the drive is refused before anything
+// is written, with both numbers in the message.
+func TestNoSpace(t *testing.T) {
+	v := newVault(t, files(12, 4<<20, 2))
+	m, _ := drive(t, 32<<20, "ext4")
+	free, _, _ := m.Space()
+	_, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, m.Root(), "restore", todrive.Options{})
+	if !errors.Is(err, todrive.ErrNoSpace) {
+		t.Fatalf("err = %v, want ErrNoSpace", err)
+	}
+	t.Logf("refused: %v", err)
+	if !strings.Contains(err.Error(), "MiB free") || !strings.Contains(err.Error(), "needs about") {
+		t.Errorf("message does not name both sizes: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(m.Root(), "restore")); err == nil {
+		t.Error("the restore directory was created")
+	}
+	if after, _, _ := m.Space(); after != free {
+		t.Errorf("free space went from %d to %d", free, after)
+	}
+}
+
+// TestSymlinkOnDrive: a stick that already has a symlink under the name of
+// the restore directory, pointing out of the drive. Nothing is written
+// through it.
+func TestSymlinkOnDrive(t *testing.T) {
+	v := newVault(t, files(3, 1000, 3))
+	stick, outside := t.TempDir(), t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(stick, "restore")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, stick, "restore", todrive.Options{})
+	if err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("err = %v, want already exists", err)
+	}
+	if des, _ := os.ReadDir(outside); len(des) != 0 {
+		t.Errorf("wrote %d entries through the symlink", len(des))
+	}
+	for _, bad := range []string{"", ".", "..", "a/b", "../x"} {
+		if _, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, stick, bad, todrive.Options{}); err == nil {
+			t.Errorf("name %q accepted", bad)
+		}
+	}
+}
+
+// TestDrivePulled takes the drive away in the middle of a restore: the
+// loop device's backing file is emptied and its capacity set to zero, so
+// every later read and write of the device fails as a pulled USB stick's
+// do. (Device-mapper's error target would do the same where the kernel
+// has it.) The restore ends with ErrDriveGone within seconds.
+func TestDrivePulled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 160 MiB")
+	}
+	v := newVault(t, files(80, 4<<20, 4))
+	m, img := drive(t, 512<<20, "ext4")
+	dev := m.Partition.Path
+	pulled := make(chan struct{})
+	var once sync.Once
+	errc := make(chan error, 1)
+	go func() {
+		_, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, m.Root(), "restore", todrive.Options{
+			Interval: 10 * time.Millisecond,
+			Progress: func(p todrive.Progress) {
+				if p.Done > 24<<20 {
+					once.Do(func() { close(pulled) })
+				}
+			},
+		})
+		errc <- err
+	}()
+	select {
+	case <-pulled:
+	case err := <-errc:
+		t.Fatalf("restore ended before the drive was pulled: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("no progress within 60s")
+	}
+	if err := os.Truncate(img, 0); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("losetup", "-c", dev).CombinedOutput(); err != nil {
+		t.Fatalf("losetup -c: %v: %s", err, out)
+	}
+	at := time.Now()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, todrive.ErrDriveGone) {
+			t.Fatalf("err = %v, want ErrDriveGone", err)
+		}
+		t.Logf("after %v: %v", time.Since(at).Round(time.Millisecond), err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the restore did not notice the pulled drive within 20s")
+	}
+	if err := m.Unmount(); err == nil {
+		t.Log("unmount after the pull reported no error")
+	}
+}

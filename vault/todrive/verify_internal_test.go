@@ -1,0 +1,70 @@
+package todrive
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
+)
+
+// TestVerifyMismatch: files that changed on the drive after writing (a
+// flipped byte, a short file, a missing one) are listed by path; the
+// others are counted as verified.
+func TestVerifyMismatch(t *testing.T) {
+	dir := t.TempDir()
+	var files []writtenFile
+	for _, name := range []string{"good", "flipped", "short", "gone"} {
+		b := []byte("content of " + name)
+		sum := blake3.Sum256(b)
+		files = append(files, writtenFile{name, int64(len(b)), sum[:]})
+		switch name {
+		case "flipped":
+			b[0] ^= 1
+		case "short":
+			b = b[:3]
+		case "gone":
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := &Report{}
+	var done atomic.Int64
+	if err := verify(context.Background(), dir, files, 2, &done, rep); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range rep.Mismatches {
+		got = append(got, m.Path)
+		t.Logf("%s: %v", m.Path, m.Err)
+	}
+	if rep.Verified != 1 || len(got) != 3 || got[0] != "flipped" || got[1] != "gone" || got[2] != "short" {
+		t.Errorf("verified %d, mismatches %q", rep.Verified, got)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want error
+	}{
+		{&os.PathError{Op: "write", Path: "x", Err: unix.EIO}, ErrDriveGone},
+		{unix.ENODEV, ErrDriveGone},
+		{unix.ENXIO, ErrDriveGone},
+		{unix.EROFS, ErrDriveGone},
+		{unix.ENOSPC, ErrNoSpace},
+	} {
+		if got := classify(c.err); !errors.Is(got, c.want) || !errors.Is(got, c.err) {
+			t.Errorf("classify(%v) = %v", c.err, got)
+		}
+	}
+	if got := classify(unix.EACCES); errors.Is(got, ErrDriveGone) || errors.Is(got, ErrNoSpace) {
+		t.Errorf("classify(EACCES) = %v", got)
+	}
+}
