@@ -218,3 +218,108 @@ func TestConsoleInTmux(t *testing.T) {
 		}
 	}
 }
+
+// twoSnapshots makes a store with two snapshots of source home: between
+// them a file grew and one was added. It returns the store directory.
+func twoSnapshots(t *testing.T, work string) string {
+	t.Helper()
+	src := filepath.Join(work, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("first\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	storeDir := filepath.Join(work, "store")
+	s, err := store.Init(storeDir, []byte("right pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fixture.Unseal(storeDir) })
+	defer s.Close()
+	if _, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("first\nsecond line\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "added.txt"), []byte("new\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return storeDir
+}
+
+// TestConsoleScreensInTmux drives the journal viewer, verify, deep verify,
+// back up now (refused: no daemon) and a diff of two snapshots in a real
+// terminal.
+func TestConsoleScreensInTmux(t *testing.T) {
+	needTmux(t)
+	bin := buildDrawbridge(t)
+	work := t.TempDir()
+	storeDir := twoSnapshots(t, work)
+	src := filepath.Join(work, "src")
+
+	rc := filepath.Join(work, "rc")
+	tt := startTmux(t, fmt.Sprintf("%s console --store %s 2>%s; echo $? >%s", bin, storeDir, filepath.Join(work, "stderr"), rc))
+	tt.waitFor(10*time.Second, "no daemon status", "home")
+
+	// The journal: every record, the newest selected.
+	tt.keys("j")
+	tt.waitFor(10*time.Second, "Journal", "3 records", "3/3", "snapshot")
+	tt.keys("Home")
+	tt.waitFor(5*time.Second, "1/3")
+	tt.keys("Enter")
+	tt.waitFor(5*time.Second, "Journal record 1", "init")
+	tt.keys("x", "Escape")
+	tt.waitFor(5*time.Second, "b browse  j journal")
+
+	// Verify, then deep verify behind the passphrase.
+	tt.keys("v")
+	tt.waitFor(10*time.Second, "Verify", "no problems")
+	tt.keys("x")
+	tt.keys("V")
+	tt.waitFor(5*time.Second, "Restore passphrase")
+	tt.text("right pass")
+	tt.keys("Enter")
+	tt.waitFor(20*time.Second, "Deep verify", "blobs decrypted, 3 files checked", "no problems")
+	tt.keys("x")
+	tt.waitFor(5*time.Second, "last verify:", "no problems")
+
+	// Back up now needs the daemon.
+	tt.keys("n")
+	tt.waitFor(5*time.Second, "Back up now")
+	tt.keys("y")
+	tt.waitFor(5*time.Second, "no daemon runs this store")
+
+	// A diff of the two snapshots: the newer one is selected first.
+	tt.keys("b")
+	tt.waitFor(5*time.Second, "Sources")
+	tt.keys("Enter")
+	tt.waitFor(5*time.Second, "Snapshots of home")
+	tt.keys("d")
+	tt.waitFor(10*time.Second, "Diff of home", "1 added, 0 removed, 1 changed")
+	tt.waitFor(5*time.Second, "+", src+"/added.txt", "6 B →      18 B  "+src+"/notes.txt")
+	tt.keys("Escape")
+	tt.waitFor(5*time.Second, "Snapshots of home")
+
+	for tt.alive() {
+		tt.keys("q")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if b, _ := os.ReadFile(rc); strings.TrimSpace(string(b)) != "0" {
+		e, _ := os.ReadFile(filepath.Join(work, "stderr"))
+		t.Fatalf("drawbridge console exited %q: %s", b, e)
+	}
+	r := drawbridge(t, bin, "journal", "--store", storeDir)
+	for _, typ := range []string{"console-verify", "console-unlock", "console-backup-now", "console-diff"} {
+		if !strings.Contains(r.stdout, typ+" ") {
+			t.Errorf("journal lacks %s:\n%s", typ, r.stdout)
+		}
+	}
+	if r := drawbridge(t, bin, "verify", "--store", storeDir); r.code != 0 {
+		t.Fatalf("verify after the console: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
