@@ -53,9 +53,8 @@ demo: ## hosted mode: a store in demo/, back up a demo tree, list, verify, resto
 image: ## build kernel, initramfs and UEFI disk image into images/out (DEBUG=1: shell on console)
 	$(GO) run ./images/build -out images/out $(if $(DEBUG),-debug)
 
-run: image ## boot the image in QEMU on the serial console, with a blank data disk (ctrl-a x quits)
-	@test -f images/out/data.img || truncate -s 2G images/out/data.img
-	images/qemu --data images/out/data.img
+run: image ## boot the image in QEMU with a demo source host; a window opens at once (ctrl-a x quits)
+	@bash images/run-demo
 
 test-vm: ## build the image and boot it in QEMU: ready, data disk, UEFI, debug shell, power off
 	$(GO) test -tags vm -count=1 -v -timeout 30m ./images/
