@@ -1,0 +1,269 @@
+package importer_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"drawbridge/hw/usb"
+	"drawbridge/vault/config"
+	"drawbridge/vault/config/importer"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// need skips the test with what to install, or fails it under CI=true.
+func need(t testing.TB, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true requires it)")
+	}
+	t.Skip(msg)
+}
+
+func hostKey(t testing.TB) string {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	k, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+}
+
+func validConfig(t testing.TB) string {
+	return `store = "/data/store"
+[network]
+interface = "eth0"
+address = "198.18.0.2/24"
+[[window]]
+days = "daily"
+start = "02:00"
+duration = "1h"
+[[source]]
+name = "db1"
+kind = "agent"
+host = "198.18.0.1"
+user = "backup"
+host_key = "` + hostKey(t) + `"
+paths = ["/etc"]
+`
+}
+
+// sticks are loop devices with real filesystems standing in for USB
+// sticks; only they are listed, so the machine's other loop devices are
+// left alone.
+type sticks struct {
+	p     *usb.Ports
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func newSticks() *sticks {
+	p := usb.Local()
+	p.Any = true
+	return &sticks{p: p, names: map[string]bool{}}
+}
+
+func (s *sticks) List() ([]usb.Drive, error) {
+	all, _ := s.p.List()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []usb.Drive
+	for _, d := range all {
+		if s.names[d.Name] {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+func (s *sticks) Mount(part usb.Partition, dir string, ro bool) (*usb.Mounted, error) {
+	return s.p.Mount(part, dir, ro)
+}
+
+// image makes an ext4 image and fills it through a read-write loop mount.
+func image(t *testing.T, fill func(dir string)) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		need(t, "needs root for loop devices")
+	}
+	for _, tool := range []string{"losetup", "mke2fs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			need(t, "needs "+tool+": apt-get install util-linux e2fsprogs")
+		}
+	}
+	img := filepath.Join(t.TempDir(), "stick.img")
+	os.WriteFile(img, nil, 0o600)
+	os.Truncate(img, 32<<20)
+	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", img).CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v\n%s", err, out)
+	}
+	if fill != nil {
+		mnt := t.TempDir()
+		if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+			need(t, "mount -o loop: "+strings.TrimSpace(string(out)))
+		}
+		fill(mnt)
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("umount: %v\n%s", err, out)
+		}
+	}
+	return img
+}
+
+// plug attaches img to a loop device and lists it.
+func (s *sticks) plug(t *testing.T, img string) string {
+	t.Helper()
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		need(t, "losetup: "+strings.TrimSpace(string(out)))
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	s.mu.Lock()
+	s.names[filepath.Base(dev)] = true
+	s.mu.Unlock()
+	return filepath.Base(dev)
+}
+
+func sum(t *testing.T, p string) [32]byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+func mountedUnder(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	return strings.Contains(string(b), " "+dir+"/")
+}
+
+func TestScanHostileSticks(t *testing.T) {
+	outside := t.TempDir()
+	os.WriteFile(filepath.Join(outside, config.DriveFile), []byte(validConfig(t)), 0o644)
+	cases := []struct {
+		name string
+		fill func(t *testing.T, dir string)
+		want string
+	}{
+		{"valid", func(t *testing.T, d string) {
+			os.WriteFile(filepath.Join(d, config.DriveFile), []byte(validConfig(t)), 0o644)
+		}, ""},
+		{"no file", func(t *testing.T, d string) { os.WriteFile(filepath.Join(d, "other.txt"), []byte("x"), 0o644) }, "no such file"},
+		{"symlink outside", func(t *testing.T, d string) {
+			os.Symlink(filepath.Join(outside, config.DriveFile), filepath.Join(d, config.DriveFile))
+		}, "symbolic link"},
+		{"2^40 bytes", func(t *testing.T, d string) {
+			f, _ := os.Create(filepath.Join(d, config.DriveFile))
+			if err := f.Truncate(1 << 40); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}, "larger than 64 KiB"},
+		{"unknown keys", func(t *testing.T, d string) {
+			os.WriteFile(filepath.Join(d, config.DriveFile), []byte(validConfig(t)+"autorun = \"/bin/sh\"\n"), 0o644)
+		}, `unknown key "autorun"`},
+		{"fifo", func(t *testing.T, d string) { syscall.Mkfifo(filepath.Join(d, config.DriveFile), 0o644) }, "not a regular file"},
+		{"corrupt filesystem", nil, "damaged"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var img string
+			if tc.fill != nil {
+				img = image(t, func(d string) { tc.fill(t, d) })
+			} else {
+				img = image(t, nil)
+				f, _ := os.OpenFile(img, os.O_WRONLY, 0)
+				junk := make([]byte, 4096)
+				for i := range junk {
+					junk[i] = byte(i*7 + 3)
+				}
+				f.WriteAt(junk, 4096) // over the group descriptors
+				f.Close()
+			}
+			before := sum(t, img)
+			s := newSticks()
+			s.plug(t, img)
+			base := t.TempDir()
+			start := time.Now()
+			found, err := importer.Scan(s, base)
+			took := time.Since(start)
+			if err != nil || len(found) != 1 {
+				t.Fatalf("Scan: %v %+v", err, found)
+			}
+			f := found[0]
+			if tc.want == "" {
+				if f.Err != nil || f.Config == nil || f.Config.Sources[0].Name != "db1" {
+					t.Fatalf("valid stick: %+v", f)
+				}
+			} else {
+				if f.Err == nil || f.Config != nil || !strings.Contains(f.Err.Error(), tc.want) {
+					t.Fatalf("%s: error %v, want %q", tc.name, f.Err, tc.want)
+				}
+				if len(importer.Valid(found)) != 0 {
+					t.Fatal("a refused stick counted as valid")
+				}
+				t.Logf("%s: %v", f, f.Err)
+			}
+			if mountedUnder(base) {
+				t.Error("left mounted")
+			}
+			if ents, _ := os.ReadDir(base); len(ents) != 0 {
+				t.Errorf("mount points left: %v", ents)
+			}
+			if took > 10*time.Second {
+				t.Errorf("scan took %v", took)
+			}
+			if sum(t, img) != before {
+				t.Error("the stick changed")
+			}
+		})
+	}
+}
+
+func TestWaitForStick(t *testing.T) {
+	empty := image(t, nil)
+	good := image(t, func(d string) {
+		os.WriteFile(filepath.Join(d, config.DriveFile), []byte(validConfig(t)), 0o644)
+	})
+	s := newSticks()
+	var mu sync.Mutex
+	var said []string
+	say := func(m string) { mu.Lock(); said = append(said, m); mu.Unlock() }
+
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if _, err := importer.Wait(ctx, s, t.TempDir(), say); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait without drives: %v", err)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "plug one in") {
+		t.Fatalf("said %q", said)
+	}
+	s.plug(t, empty)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		s.plug(t, good)
+	}()
+	found, err := importer.Wait(ctx2, s, t.TempDir(), say)
+	if err != nil || len(found) != 1 || found[0].Config == nil {
+		t.Fatalf("Wait: %v %+v", err, found)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(strings.Join(said, "\n"), "no "+config.DriveFile+" at its top") {
+		t.Errorf("said %q", said)
+	}
+}
