@@ -133,7 +133,7 @@ func TestConsoleInTmux(t *testing.T) {
 
 	rc := filepath.Join(work, "rc")
 	tt := startTmux(t, fmt.Sprintf("%s console --store %s 2>%s; echo $? >%s", bin, storeDir, filepath.Join(work, "stderr"), rc))
-	tt.waitFor(10*time.Second, "no daemon status", "home", sn.ID[:12])
+	tt.waitFor(10*time.Second, "no daemon status", "home", sn.Time.UTC().Format("2006-01-02 15:04Z"))
 
 	tt.keys("Enter") // sources
 	tt.waitFor(5*time.Second, "Sources")

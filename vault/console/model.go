@@ -210,8 +210,9 @@ func New(b Backend, o Options) *Model {
 // Init returns the Cmds to run at start.
 func (m *Model) Init() []Cmd { return []Cmd{m.loadStatus()} }
 
-// StatusEvery is how often the status is read again.
-const StatusEvery = 15 * time.Second
+// StatusEvery is how often the status is read again: a window the daemon
+// opens shows within it.
+const StatusEvery = 5 * time.Second
 
 func (m *Model) loadStatus() Cmd {
 	m.statusBusy = true

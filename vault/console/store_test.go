@@ -118,8 +118,8 @@ func TestStoreBackend(t *testing.T) {
 	Draw(scr, m)
 	scr.Show()
 	got := screenText(scr)
-	for _, want := range []string{"read-only", "last window: 2026-01-02 02:00:00Z", "next window: 2026-01-03 02:00:00Z",
-		"db1", "last pull failed: connection refused", sn.ID[:12], "console-unlock"} {
+	for _, want := range []string{"read-only", "last window: 2026-01-02 02:00Z for 1h0m0s: done", "next window: 2026-01-03 02:00Z for 1h0m0s",
+		"db1", "pull failed: connection refused", sn.ID[:12], "console-unlock"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("screen lacks %q:\n%s", want, got)
 		}

@@ -162,7 +162,7 @@ func hints(m *Model) string {
 		if m.o.Fixed {
 			q = "p power"
 		}
-		return "b browse  j journal  v verify  V deep verify  n back up now  s settings  r refresh  ? keys  " + q
+		return "b browse  j journal  v/V verify  n back up now  s settings  ? keys  " + q
 	case ScreenSources:
 		return "Up/Down move   Enter open   Esc back   ? keys"
 	case ScreenSnapshots:
@@ -178,6 +178,85 @@ func hints(m *Model) string {
 	}
 }
 
+// shortFmt is how the status screen shows times: UTC, to the minute.
+const shortFmt = "2006-01-02 15:04Z"
+
+// health is what the status screen says of a source, and whether it is
+// bad news.
+type health struct {
+	text string
+	bad  bool
+}
+
+// sourceHealth judges a source by its last snapshot and the daemon's last
+// pull of it.
+func sourceHealth(st *Status, src string, last *time.Time, snapStatus string) health {
+	h := health{text: "ok"}
+	switch {
+	case last == nil:
+		h = health{text: "no snapshot yet", bad: true}
+	case snapStatus == "partial":
+		h = health{text: "partial: some files were unreadable", bad: true}
+	case snapStatus != "" && snapStatus != "ok":
+		h = health{text: snapStatus, bad: true}
+	}
+	d := st.Daemon
+	if d == nil {
+		return h
+	}
+	for _, s := range d.Sources {
+		if s.Name == src && s.LastError != "" && (last == nil || s.LastErrorTime.After(*last)) {
+			return health{text: "pull failed: " + strings.TrimPrefix(s.LastError, "pull "+src+": "), bad: true}
+		}
+	}
+	if lw := d.LastWindow; lw != nil && !h.bad && !lw.Closed.IsZero() && lw.Result != "skipped" && last.Before(lw.Start) {
+		return health{text: "not pulled in the last window", bad: true}
+	}
+	return h
+}
+
+// alerts lists what the person at the box should look at first.
+func alerts(st *Status, m *Model) []string {
+	var out []string
+	if d := st.Daemon; d != nil {
+		if d.ClockAlert != "" {
+			out = append(out, "clock: "+d.ClockAlert)
+		}
+		if lw := d.LastWindow; lw != nil && lw.Error != "" {
+			out = append(out, fmt.Sprintf("last window (%s): %s", lw.Result, lw.Error))
+		}
+	}
+	if lv := st.LastVerify; lv != nil {
+		var v struct {
+			Problems int `json:"problems"`
+		}
+		if json.Unmarshal(lv.Data, &v) == nil && v.Problems > 0 {
+			out = append(out, fmt.Sprintf("the last verify (%s) found damage: %d problems", lv.Time.UTC().Format(shortFmt), v.Problems))
+		}
+	}
+	bad := 0
+	for _, src := range m.sources {
+		if sourceHealthOf(st, m, src).bad {
+			bad++
+		}
+	}
+	if bad > 0 {
+		out = append(out, fmt.Sprintf("%d of %d sources need attention", bad, len(m.sources)))
+	}
+	if st.SnapErr != "" || st.JournalErr != "" {
+		out = append(out, "the journal does not read back whole: run verify")
+	}
+	return out
+}
+
+func sourceHealthOf(st *Status, m *Model, src string) health {
+	if i, ok := m.latest[src]; ok {
+		sn := st.Snapshots[i]
+		return sourceHealth(st, src, &sn.Time, sn.Status)
+	}
+	return sourceHealth(st, src, nil, "")
+}
+
 func drawStatus(c canvas, m *Model) {
 	y := 2
 	if m.status == nil {
@@ -185,6 +264,15 @@ func drawStatus(c canvas, m *Model) {
 		return
 	}
 	st := m.status
+	if al := alerts(st, m); len(al) > 0 {
+		c.put(1, y, styleErr, "Alerts")
+		y++
+		for _, a := range al {
+			c.put(3, y, styleErr, a)
+			y++
+		}
+		y++
+	}
 	c.put(1, y, styleTitle, "Windows")
 	y++
 	if st.Daemon == nil {
@@ -193,38 +281,33 @@ func drawStatus(c canvas, m *Model) {
 	} else {
 		d := st.Daemon
 		if d.Open != nil {
-			c.put(3, y, styleNormal, fmt.Sprintf("open now:    %s until %s", d.Open.Start.UTC().Format(timeFmt), d.Open.End.UTC().Format(timeFmt)))
+			c.put(3, y, styleTitle, fmt.Sprintf("open now:    since %s, closes by %s", d.Open.Start.UTC().Format(shortFmt), d.Open.End.UTC().Format(shortFmt)))
 			y++
 		}
-		if d.LastWindow != nil {
-			lw := d.LastWindow
+		if lw := d.LastWindow; lw != nil {
 			res := lw.Result
-			if lw.Error != "" {
-				res += ": " + lw.Error
+			if lw.OpenedBy == "now" {
+				res += " (back up now)"
 			}
-			c.put(3, y, styleNormal, fmt.Sprintf("last window: %s → %s  %s", lw.Start.UTC().Format(timeFmt), lw.End.UTC().Format(timeFmt), res))
+			c.put(3, y, styleNormal, fmt.Sprintf("last window: %s for %s: %s", lw.Start.UTC().Format(shortFmt), lw.End.Sub(lw.Start).Round(time.Minute), res))
 		} else {
 			c.put(3, y, styleNormal, "last window: none yet")
 		}
 		y++
 		if d.NextWindow != nil {
-			c.put(3, y, styleNormal, fmt.Sprintf("next window: %s → %s", d.NextWindow.Start.UTC().Format(timeFmt), d.NextWindow.End.UTC().Format(timeFmt)))
+			c.put(3, y, styleNormal, fmt.Sprintf("next window: %s for %s", d.NextWindow.Start.UTC().Format(shortFmt), d.NextWindow.End.Sub(d.NextWindow.Start).Round(time.Minute)))
 		} else {
 			c.put(3, y, styleNormal, "next window: none scheduled")
 		}
 		y++
-		if d.ClockAlert != "" {
-			c.put(3, y, styleErr, "clock alert: "+d.ClockAlert)
-			y++
-		}
 	}
 	y++
 	c.put(1, y, styleTitle, "Sources")
 	y++
-	c.put(3, y, styleDim, fmt.Sprintf("%-12s %-12s  %-20s %7s %10s  %s", "SOURCE", "LAST SNAP", "TIME", "FILES", "BYTES", "STATUS"))
+	c.put(3, y, styleDim, fmt.Sprintf("%-12s %-17s %7s %9s  %s", "SOURCE", "LAST SNAPSHOT", "FILES", "BYTES", "HEALTH"))
 	y++
 	if len(m.sources) == 0 {
-		c.put(3, y, styleNormal, "no snapshot yet")
+		c.put(3, y, styleNormal, "no source and no snapshot yet")
 		y++
 	}
 	for _, src := range m.sources {
@@ -233,29 +316,18 @@ func drawStatus(c canvas, m *Model) {
 			y++
 			break
 		}
-		id, when, files, bytes, status := "-", "-", "", "", "no snapshot"
-		var last time.Time
+		when, files, bytes := "-", "", ""
 		if i, ok := m.latest[src]; ok {
 			sn := st.Snapshots[i]
-			id, when, last = short(sn.ID, 12), sn.Time.UTC().Format(timeFmt), sn.Time
-			files, bytes, status = fmt.Sprint(sn.Files), HumanBytes(sn.Bytes), sn.Status
+			when, files, bytes = sn.Time.UTC().Format(shortFmt), fmt.Sprint(sn.Files), HumanBytes(sn.Bytes)
 		}
+		h := sourceHealthOf(st, m, src)
 		stStyle := styleNormal
-		if status == "partial" {
-			status, stStyle = "partial: some files unreadable", styleErr
+		if h.bad {
+			stStyle = styleErr
 		}
-		if d := st.Daemon; d != nil {
-			for _, s := range d.Sources {
-				if s.Name == src && s.LastError != "" && s.LastErrorTime.After(last) {
-					status, stStyle = "last pull failed: "+s.LastError, styleErr
-				}
-			}
-			if lw := d.LastWindow; lw != nil && stStyle == styleNormal && !lw.Closed.IsZero() && lw.Result != "skipped" && (last.IsZero() || last.Before(lw.Start)) {
-				status, stStyle = "not pulled in the last window", styleErr
-			}
-		}
-		x := c.put(3, y, styleNormal, fmt.Sprintf("%-12s %-12s  %-20s %7s %10s  ", short(src, 12), id, when, files, bytes))
-		c.put(x, y, stStyle, status)
+		x := c.put(3, y, styleNormal, fmt.Sprintf("%-12s %-17s %7s %9s  ", short(src, 12), when, files, bytes))
+		c.put(x, y, stStyle, fit(h.text, max(c.w-x, 2)))
 		y++
 	}
 	if st.SnapErr != "" {
@@ -295,7 +367,7 @@ func drawStatus(c canvas, m *Model) {
 		if y >= c.h-2 {
 			break
 		}
-		c.put(3, y, styleNormal, fmt.Sprintf("#%-5d %s  %-16s %s", r.Seq, r.Time.UTC().Format(timeFmt), r.Type, r.Message))
+		c.put(3, y, styleNormal, fmt.Sprintf("#%-5d %s  %-18s %s", r.Seq, r.Time.UTC().Format(timeFmt), r.Type, r.Message))
 		y++
 	}
 }
@@ -555,7 +627,7 @@ func drawLines(c canvas, title string, lines []string) {
 		w = max(w, len([]rune(l)))
 	}
 	n := min(len(lines), max(c.h-4, 1))
-	x, y := box(c, title, w, n)
+	x, y := box(c, title, w+1, n)
 	for i, l := range lines[:n] {
 		c.put(x, y+i, styleNormal, l)
 	}
