@@ -217,7 +217,9 @@ func fuseMount(dev, dir, fstype string, readOnly bool) (func() error, error) {
 	out := &tail{}
 	// fsname puts the device in the mount table, where Format looks.
 	cmd := exec.Command(bin, drv.foreground, "-o", opts+",nosuid,nodev,noexec,fsname="+dev, dev, dir)
-	cmd.Stdout, cmd.Stderr = out, out
+	// Their debug output (fusefat's is on in Debian's build) goes nowhere;
+	// errors are on stderr.
+	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", drv.name, err)
 	}

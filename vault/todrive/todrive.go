@@ -42,7 +42,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/zeebo/blake3"
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
 	"drawbridge/vault/restore"
@@ -185,7 +185,7 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 		Workers:  o.Workers,
 		Lenient:  true, // FAT and exFAT hold no symlinks, modes or owners
 		Progress: func(n int64) { done.Add(n) },
-		Hash:     func() hash.Hash { return blake3.New() },
+		Hash:     func() hash.Hash { return xxhash.New() },
 		Written: func(rel string, size int64, sum []byte) {
 			mu.Lock()
 			written = append(written, writtenFile{rel, size, sum})
@@ -425,7 +425,7 @@ func readBack(ctx context.Context, r *os.Root, w writtenFile, buf []byte, done *
 	// to the vault.
 	unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
 	defer unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
-	h := blake3.New()
+	h := xxhash.New()
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {

@@ -34,6 +34,14 @@ type vault struct {
 // newVault backs up what fill makes into a fresh store and unlocks it.
 func newVault(t testing.TB, fill func(dir string)) *vault {
 	t.Helper()
+	src := filepath.Join(t.TempDir(), "src")
+	fill(src)
+	return backup(t, src)
+}
+
+// backup backs src up into a fresh store and unlocks it.
+func backup(t testing.TB, src string) *vault {
+	t.Helper()
 	pass := []byte("todrive test passphrase")
 	dir := filepath.Join(t.TempDir(), "store")
 	s, err := store.Init(dir, pass, store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
@@ -41,8 +49,6 @@ func newVault(t testing.TB, fill func(dir string)) *vault {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close(); fixture.Unseal(dir) })
-	src := filepath.Join(t.TempDir(), "src")
-	fill(src)
 	snap, err := s.Backup(context.Background(), "fixture", []string{src}, store.BackupOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -122,8 +128,8 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	os.Truncate(img, size)
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	os.Truncate(img, (size+1<<20-1)/(1<<20)*(1<<20))
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
 	if err != nil {
 		need(t, "losetup: "+strings.TrimSpace(string(out)))
 	}

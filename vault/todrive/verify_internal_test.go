@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/zeebo/blake3"
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +20,9 @@ func TestVerifyMismatch(t *testing.T) {
 	var files []writtenFile
 	for _, name := range []string{"good", "flipped", "short", "gone"} {
 		b := []byte("content of " + name)
-		sum := blake3.Sum256(b)
+		h := xxhash.New()
+		h.Write(b)
+		sum := h.Sum(nil)
 		files = append(files, writtenFile{name, int64(len(b)), sum[:]})
 		switch name {
 		case "flipped":

@@ -1,0 +1,88 @@
+package todrive_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"drawbridge/vault/restore"
+	"drawbridge/vault/todrive"
+)
+
+// benchTree is the tree BenchmarkRestoreToDrive restores: the one
+// drawbridge-bench generates when DRAWBRIDGE_BENCH_TREE names it (make
+// bench does), else a smaller mixed tree made here.
+func benchTree(b *testing.B) string {
+	if p := os.Getenv("DRAWBRIDGE_BENCH_TREE"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		b.Logf("DRAWBRIDGE_BENCH_TREE=%s: not there; using a generated tree", p)
+	}
+	dir := filepath.Join(b.TempDir(), "tree")
+	files(200, 1<<20, 7)(filepath.Join(dir, "random"))
+	// Text-like files, which compress, as most of a real tree does.
+	text := []byte(strings.Repeat("the quick brown fox jumps over the lazy dog 0123456789\n", 4096))
+	for i := range 200 {
+		d := filepath.Join(dir, "text", fmt.Sprintf("d%d", i%10))
+		os.MkdirAll(d, 0o755)
+		os.WriteFile(filepath.Join(d, fmt.Sprintf("f%d.txt", i)), text[:len(text)-i*100], 0o644)
+	}
+	return dir
+}
+
+// BenchmarkRestoreToDrive restores the same snapshot to a local directory
+// (what `drawbridge restore` does) and to a loop-mounted drive of each
+// filesystem through todrive, which also flushes and reads everything
+// back. The drives' MB/s against local's is the figure that matters.
+func BenchmarkRestoreToDrive(b *testing.B) {
+	src := benchTree(b)
+	v := backup(b, src)
+	size, err := todrive.Measure(context.Background(), v.r, v.root, v.sub)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("tree: %d files, %.1f MB", size.Files, float64(size.Bytes)/1e6)
+
+	b.Run("local", func(b *testing.B) {
+		b.SetBytes(size.Bytes)
+		dir := b.TempDir()
+		i := 0
+		for b.Loop() {
+			i++
+			target := filepath.Join(dir, fmt.Sprint(i))
+			if _, err := restore.Restore(context.Background(), v.r, v.root, v.sub, target, restore.Options{}); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			os.RemoveAll(target)
+			b.StartTimer()
+		}
+	})
+	for _, fstype := range []string{"ext4", "exfat", "vfat"} {
+		b.Run(fstype, func(b *testing.B) {
+			m, _ := drive(b, size.OnDisk(64<<10)*2+256<<20, fstype)
+			b.SetBytes(size.Bytes)
+			var write, verify float64
+			i := 0
+			for b.Loop() {
+				i++
+				name := fmt.Sprint(i)
+				rep, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, m.Root(), name, todrive.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				write += rep.WriteSeconds
+				verify += rep.VerifySeconds
+				b.StopTimer()
+				os.RemoveAll(filepath.Join(m.Root(), name))
+				b.StartTimer()
+			}
+			b.ReportMetric(write/float64(i), "write-s/op")
+			b.ReportMetric(verify/float64(i), "verify-s/op")
+		})
+	}
+}
