@@ -5,13 +5,14 @@
 // directories are opened read-only, without following symlinks on the way
 // (openat2; before Linux 5.6 only the last component is guarded, and the inode
 // opened must still be the one listed), without updating access times where
-// the kernel allows it; every object is judged by what lstat says of it. A file's content is sent only after a READ, and only
-// as chunks re-read and re-hashed at the moment they are sent, so a chunk that
-// no longer matches its announced hash is never sent. Memory is bounded: at
-// most agentproto.MaxPending files are listed and unfinished, files are sent
-// one at a time, and what is held of them is the offsets and hashes of at
-// most three segments (the one being sent and two cut ahead), never their
-// content. Linux only.
+// the kernel allows it; every object is judged by what lstat says of it. A
+// file's content is sent only after a READ, and each file is read once: its
+// chunks are hashed as they are cut and kept until the vault's WANT, so the
+// bytes sent are always the bytes announced. Memory is bounded: at most
+// agentproto.MaxPending files are listed and unfinished, files are read one
+// at a time, and the chunks announced and not yet sent live in one ring of
+// ringBytes (more for very large chunks), in at most
+// agentproto.MaxOpenSegments segments. Linux only.
 package agent
 
 import (
@@ -24,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,7 +35,7 @@ import (
 )
 
 // Version is the agent's version, sent in WELCOME.
-const Version = "1.0.0"
+const Version = "2.0.0"
 
 // Options configures Serve.
 type Options struct {
@@ -89,7 +91,10 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, opt Options) error 
 		slots:  make(chan struct{}, agentproto.MaxPending),
 		listed: make(chan pending, agentproto.MaxPending),
 		reads:  make(chan pending, agentproto.MaxPending),
-		wants:  make(chan agentproto.Want, 1),
+		wants:  make(chan agentproto.Want, agentproto.MaxOpenSegments+1),
+		// One fewer than MaxOpenSegments: the sender holds one more.
+		segs: make(chan *outSeg, agentproto.MaxOpenSegments-1),
+		ring: newRing(params.Max),
 	}
 	if opt.Log != nil {
 		s.log = slog.New(slog.NewTextHandler(opt.Log, nil))
@@ -151,9 +156,12 @@ type session struct {
 	listed chan pending // files listed, waiting for READ or SKIP, in order
 	reads  chan pending // files to read, in the order of the READs
 	wants  chan agentproto.Want
+	segs   chan *outSeg // segments announced, in order, for the sender
+	ring   *ring        // the bytes of the chunks in segs and of those being cut
 
-	mu     sync.Mutex
-	expect *segment // the segment whose WANT is awaited, if any
+	senderIdle atomic.Bool   // the sender waits for a segment or its WANT
+	announced  atomic.Uint64 // segments announced so far
+	nWants     uint64        // dispatch only: WANTs received so far
 }
 
 // pending is a listed regular file and what its ENTRY said.
@@ -162,12 +170,6 @@ type pending struct {
 	path           string
 	dev, ino, size uint64
 	mtime, ctime   unix.Timespec
-}
-
-// segment names the segment whose HASHES were sent last.
-type segment struct {
-	file, segment uint64
-	chunks        int
 }
 
 // dispatch reads the vault's messages after HELLO and hands them on.
@@ -222,21 +224,18 @@ func (s *session) answer(id uint64, what string) (pending, error) {
 	}
 }
 
+// want queues w for the sender, which checks it against the segment it
+// answers.
 func (s *session) want(w agentproto.Want) error {
-	s.mu.Lock()
-	seg := s.expect
-	s.expect = nil
-	s.mu.Unlock()
-	if seg == nil || seg.file != w.File || seg.segment != w.Segment {
+	if s.nWants++; s.nWants > s.announced.Load() {
 		return fmt.Errorf("%w: WANT for file %d segment %d, which is not waiting for one", agentproto.ErrProtocol, w.File, w.Segment)
 	}
-	for i := seg.chunks; i < 8*len(w.Bitmap); i++ {
-		if w.Has(i) {
-			return fmt.Errorf("%w: WANT for chunk %d of file %d segment %d, which has %d chunks", agentproto.ErrProtocol, i, w.File, w.Segment, seg.chunks)
-		}
+	select {
+	case s.wants <- w:
+		return nil
+	default:
+		return fmt.Errorf("%w: WANT for file %d segment %d, more WANTs than segments announced", agentproto.ErrProtocol, w.File, w.Segment)
 	}
-	s.wants <- w // room: one WANT per HASHES, taken before the next HASHES
-	return nil
 }
 
 // flusher sends buffered frames that wait while the walk or a read is busy.
@@ -275,6 +274,30 @@ func (w *writer) send(m agentproto.Message) error {
 	}
 	w.buf = b
 	if _, err := w.bw.Write(b); err != nil {
+		w.err = fmt.Errorf("write to the vault: %w", err)
+	}
+	return w.err
+}
+
+// sendData sends a DATA frame for chunk b, which goes to the buffer or out
+// as it is, not copied into a frame first.
+func (w *writer) sendData(file, seg, index uint64, b []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	h, err := agentproto.AppendDataHeader(w.buf[:0], file, seg, index, len(b))
+	if err != nil {
+		return fmt.Errorf("agent: encode DATA: %w", err)
+	}
+	w.buf = h
+	if _, err := w.bw.Write(h); err == nil {
+		_, err = w.bw.Write(b)
+		if err != nil {
+			w.err = fmt.Errorf("write to the vault: %w", err)
+		}
+	} else {
 		w.err = fmt.Errorf("write to the vault: %w", err)
 	}
 	return w.err

@@ -746,9 +746,10 @@ func TestProtocolErrors(t *testing.T) {
 func TestBadHello(t *testing.T) {
 	for name, first := range map[string][]byte{
 		"not HELLO":  frameOf(agentproto.Read{File: 1}),
-		"version 2":  rawFrame(agentproto.TypeHello, "DBAGENT1\x02\x40\x80\x01\x80\x02\x01\x01/"),
+		"version 1":  rawFrame(agentproto.TypeHello, "DBAGENT1\x01\x40\x80\x01\x80\x02\x01\x01/"),
+		"version 3":  rawFrame(agentproto.TypeHello, "DBAGENT1\x03\x40\x80\x01\x80\x02\x01\x01/"),
 		"truncated":  {19, 0, 0, 0, 1, 'D'},
-		"bad params": rawFrame(agentproto.TypeHello, "DBAGENT1\x01\x40\x80\x01\x80\x01\x01\x01/"),
+		"bad params": rawFrame(agentproto.TypeHello, "DBAGENT1\x02\x40\x80\x01\x80\x01\x01\x01/"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer

@@ -2,10 +2,10 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -13,152 +13,157 @@ import (
 	"drawbridge/vault/chunk"
 )
 
-// segmentChunks is how many chunks the agent announces per segment (the
-// protocol allows up to agentproto.SegmentChunks): about 16 MiB at the
-// average chunk size, so that a large file is hashed ahead of its sending
-// in steps, not all before its first byte is sent.
+// segmentChunks is the most chunks the agent announces per segment (the
+// protocol allows up to agentproto.SegmentChunks). A segment also ends once
+// it holds a segment's worth of bytes (see newRing), so that the vault's
+// WANTs come back while the agent is still cutting.
 const segmentChunks = agentproto.SegmentChunks / 4
 
-// A file's content is read twice: once ahead, by scan, to cut it into chunks
-// and hash them, and once as the chunks the vault wants are sent, re-read and
-// re-hashed. scan runs one segment ahead of the sending, so that cutting and
-// hashing the next segment (or file) overlaps the round trip to the vault
-// and the sending of the current one.
+// ringBytes is the least memory the agent holds chunks in between their
+// HASHES and their WANT.
+const ringBytes = 16 << 20
 
-// scanned is one segment cut and hashed ahead of its sending, or the end of
-// a file that cannot be read (err).
-type scanned struct {
-	f    pending
-	file *os.File // nil when it could not be opened
-	seg  uint64
-	last bool
-	err  error // a *fileError, or what ends the conversation
-	recs []chunkRec
-	// opened is what fstat said when the file was opened.
-	opened unix.Stat_t
+// A file's content is read once. scan cuts the files the vault asked for
+// into chunks, hashes them, keeps their bytes in a ring and announces each
+// segment with HASHES without waiting for the vault's answer; send takes
+// the WANTs as they come, in the order of the segments, and sends the
+// wanted chunks from the ring. The bytes sent are the bytes hashed: a file
+// changing under the agent cannot make a chunk differ from its hash. How far
+// scan runs ahead is bounded by the ring and by MaxOpenSegments.
+
+// outSeg is a segment announced, or the end of a file left out (end).
+type outSeg struct {
+	f      pending
+	seg    uint64
+	last   bool
+	end    bool       // FILEERR was sent: only the file's slot is left to give back
+	chunks [][]byte   // in the ring
+	hashes [][32]byte // of chunks
+	upTo   int64      // ring position after the last chunk
 }
-
-// final reports whether s is the last of its file's segments.
-func (s *scanned) final() bool { return s.last || s.err != nil }
 
 // content reads the files the vault asked for, one at a time, in the order
-// of the READs.
+// of the READs, and sends what the vault wants of them.
 func (s *session) content(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	segs := make(chan *scanned, 1)
-	free := make(chan []chunkRec, 2)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.scan(ctx, segs, free)
-	}()
-	defer func() {
-		cancel()
-		<-done
-		// Files the scan opened and did not hand over, and those handed
-		// over and not sent.
-		for {
-			select {
-			case sc := <-segs:
-				if sc.final() && sc.file != nil {
-					sc.file.Close()
-				}
-			default:
-				return
-			}
-		}
-	}()
-
-	buf := make([]byte, s.params.Max)
-	var dropped uint64 // a file left out while its later segments come
-	for {
-		var sc *scanned
-		select {
-		case sc = <-segs:
-		default:
-			if err := s.w.flush(); err != nil {
-				return err
-			}
-			select {
-			case sc = <-segs:
-			case <-ctx.Done():
-				return nil
-			}
-		}
-		err := error(nil)
-		if sc.f.id != dropped {
-			err = s.sendScanned(ctx, buf, sc)
-		}
-		var fe *fileError
-		if errors.As(err, &fe) {
-			s.log.Warn("file left out", "path", sc.f.path, "why", fe.msg)
-			err = s.w.send(agentproto.FileErr{File: sc.f.id, Message: truncate(fe.msg, agentproto.MaxMessage)})
-			if !sc.final() {
-				dropped = sc.f.id
-			}
-		}
-		if sc.final() {
-			if sc.file != nil {
-				sc.file.Close()
-			}
-			<-s.slots
-		}
-		if sc.recs != nil {
-			select {
-			case free <- sc.recs[:0]:
-			default:
-			}
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// sendScanned sends one scanned segment, or the FILEERR of a file that could
-// not be scanned.
-func (s *session) sendScanned(ctx context.Context, buf []byte, sc *scanned) error {
-	if sc.err != nil {
-		return sc.err
-	}
-	// The scan may have finished the file a while ago: it must still be
-	// as it was opened when its chunks are announced.
-	var st unix.Stat_t
-	if err := fstat(sc.file, &st); err != nil {
-		return fileErrorf("fstat: %v", err)
-	}
-	if st.Size != sc.opened.Size || st.Mtim != sc.opened.Mtim || st.Ctim != sc.opened.Ctim {
-		return fileErrorf("changed while it was read")
-	}
-	return s.sendSegment(ctx, sc.file, buf, sc.f.id, sc.seg, sc.last, sc.recs)
-}
-
-// fstat is unix.Fstat of an open file, which stays open while it runs.
-func fstat(f *os.File, st *unix.Stat_t) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	if cerr := rc.Control(func(fd uintptr) { err = unix.Fstat(int(fd), st) }); cerr != nil {
-		return cerr
+	defer cancel()
+	stop := context.AfterFunc(ctx, s.ring.stop)
+	defer stop()
+	errs := make(chan error, 1)
+	go func() { errs <- s.scan(ctx) }()
+	err := s.send(ctx)
+	cancel()
+	if serr := <-errs; err == nil {
+		err = serr
 	}
 	return err
 }
 
-// scan cuts and hashes the files to read, in the order of the READs, and
-// hands each segment to content.
-func (s *session) scan(ctx context.Context, segs chan<- *scanned, free <-chan []chunkRec) {
+// idle flushes what is buffered before a wait, marking the sender idle
+// first when sender is set, so that a frame written while it waits is
+// flushed by its writer (see announce).
+func (s *session) idle(sender bool) error {
+	if sender {
+		s.senderIdle.Store(true)
+	}
+	return s.w.flush()
+}
+
+// send sends the wanted chunks of each segment announced, in order, then its
+// SEGDONE, and gives back each file's slot once it is finished.
+func (s *session) send(ctx context.Context) error {
+	defer s.senderIdle.Store(false)
+	for {
+		var o *outSeg
+		select {
+		case o = <-s.segs:
+		default:
+			if err := s.idle(true); err != nil {
+				return err
+			}
+			select {
+			case o = <-s.segs:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		s.senderIdle.Store(false)
+		if o.end {
+			<-s.slots
+			continue
+		}
+		var w agentproto.Want
+		select {
+		case w = <-s.wants:
+		default:
+			if err := s.idle(true); err != nil {
+				return err
+			}
+			select {
+			case w = <-s.wants:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		s.senderIdle.Store(false)
+		if w.File != o.f.id || w.Segment != o.seg {
+			return fmt.Errorf("%w: WANT for file %d segment %d, but file %d segment %d is the next waiting for one", agentproto.ErrProtocol, w.File, w.Segment, o.f.id, o.seg)
+		}
+		for i := len(o.chunks); i < 8*len(w.Bitmap); i++ {
+			if w.Has(i) {
+				return fmt.Errorf("%w: WANT for chunk %d of file %d segment %d, which has %d chunks", agentproto.ErrProtocol, i, w.File, w.Segment, len(o.chunks))
+			}
+		}
+		for i, b := range o.chunks {
+			if !w.Has(i) {
+				continue
+			}
+			if err := s.w.sendData(o.f.id, o.seg, uint64(i), b); err != nil {
+				return err
+			}
+		}
+		if err := s.w.send(agentproto.SegDone{File: o.f.id, Segment: o.seg}); err != nil {
+			return err
+		}
+		s.ring.free(o.upTo)
+		if o.last {
+			<-s.slots
+		}
+	}
+}
+
+// scan cuts, hashes and announces the files to read, in the order of the
+// READs.
+func (s *session) scan(ctx context.Context) error {
 	c := chunk.New(nil, s.params)
-	buf := make([]byte, s.params.Max)
 	for {
 		var f pending
 		select {
 		case f = <-s.reads:
-		case <-ctx.Done():
-			return
+		default:
+			// The vault needs the ENTRYs listed so far to answer.
+			if err := s.idle(false); err != nil {
+				return err
+			}
+			select {
+			case f = <-s.reads:
+			case <-ctx.Done():
+				return nil
+			}
 		}
-		if !s.scanFile(ctx, c, buf, f, segs, free) {
-			return
+		err := s.scanFile(ctx, c, f)
+		if fe, ok := err.(*fileError); ok {
+			s.log.Warn("file left out", "path", f.path, "why", fe.msg)
+			err = s.w.send(agentproto.FileErr{File: f.id, Message: truncate(fe.msg, agentproto.MaxMessage)})
+			if err == nil {
+				err = s.push(ctx, &outSeg{f: f, end: true})
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 	}
 }
@@ -172,43 +177,23 @@ func fileErrorf(format string, args ...any) error {
 	return &fileError{fmt.Sprintf(format, args...)}
 }
 
-// chunkRec is what a segment keeps of a chunk: where it is and its hash.
-type chunkRec struct {
-	off    int64
-	length int
-	hash   [32]byte
-}
-
-// scanFile hands f's segments to segs, the last one marked, or an error
-// that ends the file. It reports false when ctx ended first; the file is
-// then closed.
-func (s *session) scanFile(ctx context.Context, c *chunk.Chunker, buf []byte, f pending, segs chan<- *scanned, free <-chan []chunkRec) bool {
-	give := func(sc *scanned) bool {
-		select {
-		case segs <- sc:
-			return true
-		case <-ctx.Done():
-			// The conversation is over: whatever still reads the file
-			// fails, and a second Close of it is harmless.
-			if sc.file != nil {
-				sc.file.Close()
-			}
-			return false
-		}
-	}
+// scanFile announces f's segments, the last one marked. A *fileError ends
+// the file: the segments announced are still sent, the rest is given back
+// to the ring.
+func (s *session) scanFile(ctx context.Context, c *chunk.Chunker, f pending) error {
 	fd, err := s.open(f.path, 0)
 	if err != nil {
-		return give(&scanned{f: f, err: fileErrorf("open: %v", err)})
+		return fileErrorf("open: %v", err)
 	}
 	file := os.NewFile(uintptr(fd), s.hostPath(f.path))
-	fail := func(err error) bool { return give(&scanned{f: f, file: file, err: err}) }
+	defer file.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return fail(fileErrorf("fstat: %v", err))
+		return fileErrorf("fstat: %v", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || uint64(st.Dev) != f.dev || st.Ino != f.ino ||
 		uint64(st.Size) != f.size || st.Mtim != f.mtime || st.Ctim != f.ctime {
-		return fail(fileErrorf("changed since it was listed"))
+		return fileErrorf("changed since it was listed")
 	}
 	opened := st
 
@@ -216,39 +201,55 @@ func (s *session) scanFile(ctx context.Context, c *chunk.Chunker, buf []byte, f 
 	// Reading one byte past the listed size tells a file that grew.
 	c.Reset(io.LimitReader(file, int64(f.size)+1))
 	var off int64
-	next := func() (chunkRec, bool, error) {
-		b, err := c.Next(buf)
+	start := s.ring.position() // given back if the file is left out
+	type cut struct {
+		b    []byte
+		hash [32]byte
+		upTo int64
+	}
+	next := func() (cut, bool, error) {
+		slot, err := s.ring.take(ctx, s.w)
+		if err != nil {
+			return cut{}, false, err
+		}
+		b, err := c.Next(slot)
 		if err == io.EOF {
-			return chunkRec{}, false, nil
+			return cut{}, false, nil
 		}
 		if err != nil {
-			return chunkRec{}, false, fileErrorf("read: %v", err)
+			return cut{}, false, fileErrorf("read: %v", err)
 		}
-		r := chunkRec{off: off, length: len(b), hash: agentproto.HashChunk(b)}
 		off += int64(len(b))
-		return r, true, nil
+		return cut{b: b, hash: agentproto.HashChunk(b), upTo: s.ring.commit(len(b))}, true, nil
+	}
+	fail := func(err error) error {
+		if _, ok := err.(*fileError); ok {
+			s.ring.rollback(start)
+		}
+		return err
 	}
 	ahead, more, err := next()
 	if err != nil {
 		return fail(err)
 	}
+	segBytes := s.ring.size() / 8
 	for seg := uint64(0); ; seg++ {
-		var recs []chunkRec
-		select {
-		case recs = <-free:
-		default:
-		}
-		for more && len(recs) < segmentChunks {
-			recs = append(recs, ahead)
+		o := &outSeg{f: f, seg: seg}
+		n := 0
+		for more && len(o.chunks) < segmentChunks && n < segBytes {
+			o.chunks = append(o.chunks, ahead.b)
+			o.hashes = append(o.hashes, ahead.hash)
+			o.upTo = ahead.upTo
+			n += len(ahead.b)
 			if ahead, more, err = next(); err != nil {
 				return fail(err)
 			}
 		}
-		last := !more
+		o.last = !more
 		switch {
 		case uint64(off) > f.size:
 			return fail(fileErrorf("grew while it was read"))
-		case last && uint64(off) != f.size:
+		case o.last && uint64(off) != f.size:
 			return fail(fileErrorf("shrank while it was read"))
 		}
 		if err := unix.Fstat(fd, &st); err != nil {
@@ -257,56 +258,152 @@ func (s *session) scanFile(ctx context.Context, c *chunk.Chunker, buf []byte, f 
 		if st.Size != opened.Size || st.Mtim != opened.Mtim || st.Ctim != opened.Ctim {
 			return fail(fileErrorf("changed while it was read"))
 		}
-		if !give(&scanned{f: f, file: file, seg: seg, last: last, recs: recs, opened: opened}) {
-			return false
+		if err := s.announce(ctx, o); err != nil {
+			return err
 		}
-		if last {
-			return true
+		if o.last {
+			return nil
 		}
+		start = o.upTo
 	}
 }
 
-// sendSegment sends HASHES, waits for the WANT, then sends each wanted chunk
-// re-read and re-hashed, and SEGDONE.
-func (s *session) sendSegment(ctx context.Context, file *os.File, buf []byte, id, seg uint64, last bool, recs []chunkRec) error {
-	h := agentproto.Hashes{File: id, Segment: seg, Last: last, Chunks: make([]agentproto.ChunkHash, len(recs))}
-	for i, r := range recs {
-		h.Chunks[i] = agentproto.ChunkHash{Hash: r.hash, Length: uint32(r.length)}
+// announce hands o to the sender, then sends its HASHES.
+func (s *session) announce(ctx context.Context, o *outSeg) error {
+	h := agentproto.Hashes{File: o.f.id, Segment: o.seg, Last: o.last, Chunks: make([]agentproto.ChunkHash, len(o.chunks))}
+	for i, b := range o.chunks {
+		h.Chunks[i] = agentproto.ChunkHash{Hash: o.hashes[i], Length: uint32(len(b))}
 	}
-	s.mu.Lock()
-	s.expect = &segment{file: id, segment: seg, chunks: len(recs)}
-	s.mu.Unlock()
+	if err := s.push(ctx, o); err != nil {
+		return err
+	}
+	s.announced.Add(1)
 	if err := s.w.send(h); err != nil {
 		return err
 	}
-	if err := s.w.flush(); err != nil {
+	if s.senderIdle.Load() {
+		// The sender waits for this segment's WANT.
+		return s.w.flush()
+	}
+	return nil
+}
+
+// push queues o for the sender, waiting while MaxOpenSegments are queued.
+func (s *session) push(ctx context.Context, o *outSeg) error {
+	select {
+	case s.segs <- o:
+		return nil
+	default:
+	}
+	if err := s.idle(false); err != nil {
 		return err
 	}
-	var want agentproto.Want
 	select {
-	case want = <-s.wants:
+	case s.segs <- o:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	for i, r := range recs {
-		if !want.Has(i) {
+}
+
+// ring holds the chunks cut and not yet sent. Chunks are taken and given
+// back in the same order, so it is one circular buffer: a chunk always
+// lies in one piece, the end of the buffer left unused when too short.
+type ring struct {
+	mu         sync.Mutex
+	cond       *sync.Cond
+	buf        []byte
+	max        int   // the largest chunk
+	head, tail int64 // bytes taken and given back since the start, gaps included
+	stopped    bool
+}
+
+// newRing returns a ring for chunks of at most max bytes: ringBytes, or
+// more for chunks so large that a segment's worth (an eighth) would hold
+// fewer than two.
+func newRing(maxChunk int) *ring {
+	r := &ring{buf: make([]byte, max(ringBytes, 16*maxChunk)), max: maxChunk}
+	r.cond = sync.NewCond(&r.mu)
+	return r
+}
+
+func (r *ring) size() int { return len(r.buf) }
+
+// stop makes waiting takes fail.
+func (r *ring) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+func (r *ring) position() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.head
+}
+
+// take returns room for the next chunk: an empty slice with a capacity of
+// max bytes. It flushes w before it waits for room, since the sender frees
+// room only as the vault's WANTs come.
+func (r *ring) take(ctx context.Context, w *writer) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	size := int64(len(r.buf))
+	for flushed := false; ; {
+		off := r.head % size
+		gap := int64(0)
+		if size-off < int64(r.max) {
+			gap = size - off
+		}
+		if r.stopped || ctx.Err() != nil {
+			return nil, context.Canceled
+		}
+		if r.head+gap+int64(r.max)-r.tail <= size {
+			r.head += gap
+			off = r.head % size
+			return r.buf[off : off : off+int64(r.max)], nil
+		}
+		if !flushed {
+			r.mu.Unlock()
+			err := w.flush()
+			r.mu.Lock()
+			if err != nil {
+				return nil, err
+			}
+			flushed = true
 			continue
 		}
-		b := buf[:r.length]
-		if n, err := file.ReadAt(b, r.off); n != len(b) {
-			if err == io.EOF {
-				return fileErrorf("shrank while it was read")
-			}
-			return fileErrorf("read: %v", err)
-		}
-		if agentproto.HashChunk(b) != r.hash {
-			return fileErrorf("changed while it was read: chunk %d of segment %d at offset %d", i, seg, r.off)
-		}
-		if err := s.w.send(agentproto.Data{File: id, Segment: seg, Index: uint64(i), Bytes: b}); err != nil {
-			return err
-		}
+		r.cond.Wait()
 	}
-	return s.w.send(agentproto.SegDone{File: id, Segment: seg})
+}
+
+// commit takes n bytes of the room take returned and returns the position
+// after them.
+func (r *ring) commit(n int) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.head += int64(n)
+	return r.head
+}
+
+// rollback gives back everything taken since position p, which nothing
+// queued for sending lies beyond.
+func (r *ring) rollback(p int64) {
+	r.mu.Lock()
+	r.head = p
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+// free gives back everything up to position p.
+func (r *ring) free(p int64) {
+	r.mu.Lock()
+	if p > r.tail {
+		r.tail = p
+	}
+	r.mu.Unlock()
+	r.cond.Broadcast()
 }
 
 // open opens p read-only beneath the base without following any symlink on

@@ -122,21 +122,27 @@ func (v *fakeVault) pull(t *testing.T) (*pulled, error) {
 	}
 	type reading struct {
 		e      agentproto.Entry
-		hashes []agentproto.ChunkHash // of all segments so far
-		seg    uint64                 // segment awaited next
-		inSeg  bool                   // HASHES of seg seen, SEGDONE not yet
+		hashes []agentproto.ChunkHash // of all segments announced so far
+		seg    uint64                 // segment announced next
+		failed bool                   // FILEERR came
+		open   int                    // segments announced and not done
+	}
+	type segment struct {
+		f      *reading
+		n      uint64
 		last   bool
-		wanted []int // indices of seg still to come as DATA
-		segOff int   // index in hashes of seg's first chunk
+		wanted []int // indices still to come as DATA
+		off    int   // index in f.hashes of its first chunk
 	}
 	var (
 		stack  []dir
 		lastID uint64
 		ended  bool
-		rootOK bool // the ENTRY of "/" was sent
-		reads  []*reading
+		rootOK bool       // the ENTRY of "/" was sent
+		reads  []*reading // answered READ, announcement not complete
+		open   []*segment // announced, SEGDONE not yet, in order
 	)
-	for !ended || len(reads) > 0 {
+	for !ended || len(reads) > 0 || len(open) > 0 {
 		m, err := r.Next()
 		if err != nil {
 			fail("after %d entries: %v", lastID, err)
@@ -189,20 +195,24 @@ func (v *fakeVault) pull(t *testing.T) (*pulled, error) {
 			p.warns = append(p.warns, m)
 		case agentproto.FileErr:
 			if len(reads) == 0 || reads[0].e.ID != m.File {
-				fail("FILEERR for file %d, not the one being read", m.File)
+				fail("FILEERR for file %d, not the one being announced", m.File)
 			}
 			p.fileErrs[reads[0].e.Path] = m.Message
+			reads[0].failed = true
 			reads = reads[1:]
 		case agentproto.Hashes:
 			if len(reads) == 0 || reads[0].e.ID != m.File {
-				fail("HASHES for file %d, not the one being read", m.File)
+				fail("HASHES for file %d, not the one being announced", m.File)
 			}
 			f := reads[0]
-			if f.inSeg || m.Segment != f.seg {
+			if m.Segment != f.seg {
 				fail("HASHES for segment %d of %q, want %d", m.Segment, f.e.Path, f.seg)
 			}
-			if !m.Last && len(m.Chunks) != segmentChunks || m.Last && len(m.Chunks) == 0 && m.Segment != 0 {
+			if len(m.Chunks) > segmentChunks || !m.Last && len(m.Chunks) == 0 || m.Last && len(m.Chunks) == 0 && m.Segment != 0 {
 				fail("segment %d of %q has %d chunks (last %v)", m.Segment, f.e.Path, len(m.Chunks), m.Last)
+			}
+			if len(open) >= agentproto.MaxOpenSegments {
+				fail("more than %d segments open", agentproto.MaxOpenSegments)
 			}
 			for _, c := range m.Chunks {
 				if c.Length > uint32(v.params.Max) || c.Length < uint32(v.params.Min) && !m.Last {
@@ -212,9 +222,14 @@ func (v *fakeVault) pull(t *testing.T) (*pulled, error) {
 			if v.onHashes != nil {
 				v.onHashes(f.e, m)
 			}
-			f.inSeg, f.last, f.segOff = true, m.Last, len(f.hashes)
+			sg := &segment{f: f, n: m.Segment, last: m.Last, off: len(f.hashes)}
 			f.hashes = append(f.hashes, m.Chunks...)
-			f.wanted = f.wanted[:0]
+			f.seg++
+			f.open++
+			open = append(open, sg)
+			if m.Last {
+				reads = reads[1:]
+			}
 			bitmap := make([]byte, (len(m.Chunks)+7)/8)
 			seen := map[[32]byte]bool{}
 			for i, c := range m.Chunks {
@@ -228,37 +243,39 @@ func (v *fakeVault) pull(t *testing.T) (*pulled, error) {
 				if want {
 					seen[c.Hash] = true
 					bitmap[i/8] |= 1 << (i % 8)
-					f.wanted = append(f.wanted, i)
+					sg.wanted = append(sg.wanted, i)
 					p.wanted[f.e.Path] = append(p.wanted[f.e.Path], m.Segment<<32|uint64(i))
 				}
 			}
 			send(t, w, agentproto.Want{File: m.File, Segment: m.Segment, Bitmap: bitmap})
 		case agentproto.Data:
-			if len(reads) == 0 || reads[0].e.ID != m.File {
-				fail("DATA for file %d, not the one being read", m.File)
+			if len(open) == 0 || open[0].f.e.ID != m.File || open[0].n != m.Segment {
+				fail("DATA for file %d segment %d, not the oldest open segment", m.File, m.Segment)
 			}
-			f := reads[0]
-			if !f.inSeg || m.Segment != f.seg || len(f.wanted) == 0 || m.Index != uint64(f.wanted[0]) {
-				fail("DATA for chunk %d/%d of %q, not the next wanted (%v)", m.Segment, m.Index, f.e.Path, f.wanted)
+			sg := open[0]
+			f := sg.f
+			if len(sg.wanted) == 0 || m.Index != uint64(sg.wanted[0]) {
+				fail("DATA for chunk %d/%d of %q, not the next wanted (%v)", m.Segment, m.Index, f.e.Path, sg.wanted)
 			}
-			f.wanted = f.wanted[1:]
-			c := f.hashes[f.segOff+int(m.Index)]
+			sg.wanted = sg.wanted[1:]
+			c := f.hashes[sg.off+int(m.Index)]
 			if uint32(len(m.Bytes)) != c.Length || agentproto.HashChunk(m.Bytes) != c.Hash {
 				fail("DATA for chunk %d/%d of %q does not match its hash", m.Segment, m.Index, f.e.Path)
 			}
 			v.store[c.Hash] = m.Bytes
 			p.sent[f.e.Path] = append(p.sent[f.e.Path], m.Segment<<32|m.Index)
 		case agentproto.SegDone:
-			if len(reads) == 0 || reads[0].e.ID != m.File {
-				fail("SEGDONE for file %d, not the one being read", m.File)
+			if len(open) == 0 || open[0].f.e.ID != m.File || open[0].n != m.Segment {
+				fail("SEGDONE for file %d segment %d, not the oldest open segment", m.File, m.Segment)
 			}
-			f := reads[0]
-			if !f.inSeg || m.Segment != f.seg || len(f.wanted) != 0 {
-				fail("SEGDONE %d of %q with wanted chunks %v missing", m.Segment, f.e.Path, f.wanted)
+			sg := open[0]
+			f := sg.f
+			if len(sg.wanted) != 0 {
+				fail("SEGDONE %d of %q with wanted chunks %v missing", m.Segment, f.e.Path, sg.wanted)
 			}
-			f.inSeg = false
-			f.seg++
-			if f.last {
+			open = open[1:]
+			f.open--
+			if sg.last && !f.failed {
 				var content []byte
 				complete := true
 				for _, c := range f.hashes {
@@ -274,7 +291,6 @@ func (v *fakeVault) pull(t *testing.T) (*pulled, error) {
 				default:
 					p.files[f.e.Path] = content
 				}
-				reads = reads[1:]
 			}
 		default:
 			fail("unexpected %s", agentproto.TypeName(m.Type()))

@@ -25,8 +25,11 @@ import (
 
 // Protocol constants.
 const (
-	Magic   = "DBAGENT1" // opens HELLO and WELCOME
-	Version = 1
+	Magic = "DBAGENT1" // opens HELLO and WELCOME
+	// Version is the one version this package speaks. Version 2 pipelines
+	// the content: the agent announces segments without waiting for their
+	// WANTs. A version 1 agent refuses a version 2 HELLO and exits.
+	Version = 2
 
 	// MaxFrame is the largest n of a frame: its type byte and payload.
 	MaxFrame = 4<<20 + 64
@@ -35,6 +38,9 @@ const (
 	// MaxPending is the most regular files the agent has listed and not yet
 	// finished (waiting for READ or SKIP, or read and not yet sent).
 	MaxPending = 1024
+	// MaxOpenSegments is the most segments the agent has announced (HASHES)
+	// and not yet finished (SEGDONE).
+	MaxOpenSegments = 256
 	// MaxDataChunk is the largest chunk a DATA frame carries (a DATA header
 	// takes at most 35 of the 64 bytes MaxFrame leaves), so it caps the
 	// chunker's max in HELLO.

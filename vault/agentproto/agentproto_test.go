@@ -109,8 +109,8 @@ func TestWireFormat(t *testing.T) {
 		{Bye{}, "01000000" + "05"},
 		{End{}, "01000000" + "89"},
 		{Want{File: 1, Segment: 2, Bitmap: []byte{0x81}}, "05000000" + "04" + "01" + "02" + "01" + "81"},
-		{Hello{Min: 64, Avg: 128, Max: 256, Roots: []string{"/a"}}, "13000000" + "01" + hex.EncodeToString([]byte("DBAGENT1")) + "01" + "40" + "8001" + "8002" + "01" + "02" + "2f61"},
-		{Welcome{Agent: "v", Host: "h"}, "0e000000" + "81" + hex.EncodeToString([]byte("DBAGENT1")) + "01" + "0176" + "0168"},
+		{Hello{Min: 64, Avg: 128, Max: 256, Roots: []string{"/a"}}, "13000000" + "01" + hex.EncodeToString([]byte("DBAGENT1")) + "02" + "40" + "8001" + "8002" + "01" + "02" + "2f61"},
+		{Welcome{Agent: "v", Host: "h"}, "0e000000" + "81" + hex.EncodeToString([]byte("DBAGENT1")) + "02" + "0176" + "0168"},
 		{Hashes{File: 1, Segment: 0, Last: true, Chunks: []ChunkHash{{Length: 5}}}, "26000000" + "84" + "01" + "00" + "01" + "01" + strings.Repeat("00", 32) + "05"},
 		{Data{File: 1, Segment: 0, Index: 2, Bytes: []byte("ab")}, "07000000" + "85" + "01" + "00" + "02" + "02" + "6162"},
 		{Entry{ID: 1, Path: "/", Kind: 1, MtimeSec: -1, CtimeSec: 1}, "16000000" + "82" + "01" + "012f" + "01" + "000000" + "00" + "00" + "01" + "00" + "00000000" + "02" + "00" + "00" + "0000" + "00"},
@@ -162,7 +162,7 @@ func entryPayload(over ...any) []byte {
 }
 
 func rejects() map[string][]byte {
-	helloHead := cat([]byte(Magic), uv(1), uv(64), uv(128), uv(256))
+	helloHead := cat([]byte(Magic), uv(Version), uv(64), uv(128), uv(256))
 	long := func(n int) string { return "/" + strings.Repeat("a", n-1) }
 	deepPath := strings.Repeat("/abcdefg", 513) // 4104 bytes of valid names
 	return map[string][]byte{
@@ -185,7 +185,8 @@ func rejects() map[string][]byte {
 		"varint over 64 bits":     raw(TypeSkip, bytes.Repeat([]byte{0xff}, 10), []byte{0x01}),
 		"varint 11 bytes":         raw(TypeSkip, bytes.Repeat([]byte{0x80}, 10), []byte{0x01}),
 		"HELLO bad magic":         raw(TypeHello, []byte("DBAGENT2"), uv(1), uv(64), uv(128), uv(256), uv(1), sv("/")),
-		"HELLO version 2":         raw(TypeHello, []byte(Magic), uv(2), uv(64), uv(128), uv(256), uv(1), sv("/")),
+		"HELLO version 1":         raw(TypeHello, []byte(Magic), uv(1), uv(64), uv(128), uv(256), uv(1), sv("/")),
+		"HELLO version 3":         raw(TypeHello, []byte(Magic), uv(3), uv(64), uv(128), uv(256), uv(1), sv("/")),
 		"HELLO version 0":         raw(TypeHello, []byte(Magic), uv(0), uv(64), uv(128), uv(256), uv(1), sv("/")),
 		"HELLO truncated magic":   raw(TypeHello, []byte("DBAG")),
 		"HELLO no roots":          raw(TypeHello, helloHead, uv(0)),
@@ -202,14 +203,14 @@ func rejects() map[string][]byte {
 		"HELLO slash and more":    raw(TypeHello, helloHead, uv(2), sv("/"), sv("/a")),
 		"HELLO root too long":     raw(TypeHello, helloHead, uv(1), sv(deepPath)),
 		"HELLO root length lies":  raw(TypeHello, helloHead, uv(1), uv(1<<40)),
-		"HELLO min below 64":      raw(TypeHello, []byte(Magic), uv(1), uv(63), uv(128), uv(256), uv(1), sv("/")),
-		"HELLO avg not power":     raw(TypeHello, []byte(Magic), uv(1), uv(64), uv(100), uv(256), uv(1), sv("/")),
-		"HELLO max above data":    raw(TypeHello, []byte(Magic), uv(1), uv(64), uv(128), uv(MaxDataChunk+1), uv(1), sv("/")),
-		"HELLO max 2^63":          raw(TypeHello, []byte(Magic), uv(1), uv(64), uv(128), uv(1<<63), uv(1), sv("/")),
+		"HELLO min below 64":      raw(TypeHello, []byte(Magic), uv(Version), uv(63), uv(128), uv(256), uv(1), sv("/")),
+		"HELLO avg not power":     raw(TypeHello, []byte(Magic), uv(Version), uv(64), uv(100), uv(256), uv(1), sv("/")),
+		"HELLO max above data":    raw(TypeHello, []byte(Magic), uv(Version), uv(64), uv(128), uv(MaxDataChunk+1), uv(1), sv("/")),
+		"HELLO max 2^63":          raw(TypeHello, []byte(Magic), uv(Version), uv(64), uv(128), uv(1<<63), uv(1), sv("/")),
 		"WANT bitmap too long":    raw(TypeWant, uv(1), uv(0), sv(strings.Repeat("\xff", MaxBitmap+1))),
 		"WANT bitmap length lies": raw(TypeWant, uv(1), uv(0), uv(100)),
 		"WELCOME bad magic":       raw(TypeWelcome, []byte("XXAGENT1"), uv(1), sv("v"), sv("h")),
-		"WELCOME version 2":       raw(TypeWelcome, []byte(Magic), uv(2), sv("v"), sv("h")),
+		"WELCOME version 1":       raw(TypeWelcome, []byte(Magic), uv(1), sv("v"), sv("h")),
 		"WELCOME long host":       raw(TypeWelcome, []byte(Magic), uv(1), sv("v"), sv(strings.Repeat("h", 256))),
 		"ENTRY truncated":         raw(TypeEntry, entryPayload()[:10]),
 		"ENTRY trailing":          raw(TypeEntry, entryPayload(), []byte{0}),
@@ -384,6 +385,60 @@ func FuzzReader(f *testing.F) {
 			t.Fatalf("re-encoding differs:\n%x\n%x", b, again.Bytes())
 		}
 	})
+}
+
+// A Reader reading DATA chunks into the caller's buffers accepts exactly
+// the frames, and gives exactly the messages, of one that does not.
+func FuzzDataBuffers(f *testing.F) {
+	for _, b := range seeds() {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		plain, buffered := NewReader(bytes.NewReader(b)), NewReader(bytes.NewReader(b))
+		var asked []int
+		buffered.SetDataBuffers(func(n int) ([]byte, error) {
+			if n < 1 || n > MaxDataChunk {
+				t.Fatalf("asked for a buffer of %d bytes", n)
+			}
+			asked = append(asked, n)
+			return make([]byte, 0, n), nil
+		})
+		for {
+			m1, err1 := plain.Next()
+			m2, err2 := buffered.Next()
+			if (err1 == nil) != (err2 == nil) || err1 == io.EOF != (err2 == io.EOF) {
+				t.Fatalf("errors differ: %v and %v", err1, err2)
+			}
+			if err1 != nil {
+				if err1 != io.EOF && !errors.Is(err2, ErrProtocol) {
+					t.Fatalf("error does not wrap ErrProtocol: %v", err2)
+				}
+				return
+			}
+			if !reflect.DeepEqual(m1, m2) {
+				t.Fatalf("messages differ: %#v and %#v", m1, m2)
+			}
+			if d, ok := m2.(Data); ok && (len(asked) == 0 || asked[len(asked)-1] != len(d.Bytes)) {
+				t.Fatalf("DATA of %d bytes not read into a buffer asked for", len(d.Bytes))
+			}
+		}
+	})
+}
+
+func TestAppendDataHeader(t *testing.T) {
+	d := Data{File: 300, Segment: 7, Index: 1023, Bytes: bytes.Repeat([]byte("x"), 70000)}
+	b, err := AppendDataHeader(nil, d.File, d.Segment, d.Index, len(d.Bytes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := append(b, d.Bytes...); !bytes.Equal(got, frame(d)) {
+		t.Errorf("header and chunk differ from the frame")
+	}
+	for _, n := range []int{0, MaxDataChunk + 1} {
+		if _, err := AppendDataHeader(nil, 1, 0, 0, n); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%d bytes: %v", n, err)
+		}
+	}
 }
 
 func seeds() map[string][]byte {

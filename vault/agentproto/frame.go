@@ -39,6 +39,21 @@ func Write(w io.Writer, m Message) error {
 	return err
 }
 
+// AppendDataHeader appends the frame of a DATA message for chunk index of
+// segment of file up to its n chunk bytes, which the caller writes next: a
+// chunk then goes out from where it is, without being copied into a frame.
+func AppendDataHeader(dst []byte, file, segment, index uint64, n int) ([]byte, error) {
+	if n < 1 || n > MaxDataChunk {
+		return dst, violation("DATA of %d bytes, want 1..%d", n, MaxDataChunk)
+	}
+	u := binary.AppendUvarint
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, TypeData)
+	dst = u(u(u(u(dst, file), segment), index), uint64(n))
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start-4+n))
+	return dst, nil
+}
+
 // appendPayload appends the payload of m, a message value that Validate
 // accepted.
 func appendPayload(b []byte, m Message) []byte {
@@ -113,8 +128,22 @@ func appendEntry(b []byte, e *Entry) []byte {
 
 // Reader reads frames from a stream.
 type Reader struct {
-	r   *bufio.Reader
-	buf []byte // the current frame; reused, so messages copy what they keep
+	r    *bufio.Reader
+	buf  []byte // the current frame; reused, so messages copy what they keep
+	data func(n int) ([]byte, error)
+}
+
+// dataHeadMax is the most bytes a DATA frame takes before its chunk: the
+// type and four varints.
+const dataHeadMax = 1 + 4*binary.MaxVarintLen64
+
+// SetDataBuffers makes Next read the chunk of every DATA frame straight into
+// the buffer get returns for its n bytes (n ≤ MaxDataChunk, checked against
+// the frame's length before get is called), which must have a capacity of
+// at least n: the message's Bytes is that buffer, owned by the caller, and
+// the chunk is not copied on the way. An error from get is returned by Next.
+func (r *Reader) SetDataBuffers(get func(n int) ([]byte, error)) {
+	r.data = get
 }
 
 // NewReader returns a Reader of r. It reads ahead: r belongs to it.
@@ -138,6 +167,11 @@ func (r *Reader) Next() (Message, error) {
 	if n < 1 || n > MaxFrame {
 		return nil, violation("frame length %d, want 1..%d", n, MaxFrame)
 	}
+	if r.data != nil {
+		if t, err := r.r.Peek(1); err == nil && t[0] == TypeData {
+			return r.nextData(int(n))
+		}
+	}
 	if cap(r.buf) < int(n) {
 		r.buf = make([]byte, n)
 	}
@@ -149,6 +183,49 @@ func (r *Reader) Next() (Message, error) {
 		return nil, readErr(err)
 	}
 	return Decode(r.buf)
+}
+
+// nextData reads a DATA frame of n bytes into a buffer from r.data. It
+// accepts exactly what Decode accepts.
+func (r *Reader) nextData(n int) (Message, error) {
+	head, err := r.r.Peek(min(n, dataHeadMax))
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, readErr(err)
+	}
+	d := decoder{b: head[1:]}
+	m := Data{File: d.uvarint(), Segment: d.uvarint(), Index: d.uvarint()}
+	l := d.lenCapped(MaxDataChunk)
+	used := len(head) - len(d.b) // the type and the varints
+	switch {
+	case d.err != nil:
+	case l > uint64(n-used):
+		d.fail("length %d beyond the %d bytes left", l, n-used)
+	case l < uint64(n-used):
+		d.fail("%d trailing bytes", uint64(n-used)-l)
+	case l == 0:
+		d.fail("DATA of 0 bytes, want 1..%d", MaxDataChunk)
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("%w: %s: %s", ErrProtocol, TypeName(TypeData), d.err)
+	}
+	if _, err := r.r.Discard(used); err != nil {
+		return nil, readErr(err)
+	}
+	buf, err := r.data(int(l))
+	if err != nil {
+		return nil, err
+	}
+	m.Bytes = buf[:l]
+	if _, err := io.ReadFull(r.r, m.Bytes); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, readErr(err)
+	}
+	return m, nil
 }
 
 func readErr(err error) error {

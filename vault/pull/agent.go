@@ -9,7 +9,8 @@ package pull
 //
 // Memory is bounded whatever the agent sends: frames are capped by
 // agentproto, at most agentproto.MaxPending files are read and unfinished,
-// one segment is in flight, directories are at most maxAgentDepth deep with
+// at most agentproto.MaxOpenSegments segments are open, at most
+// maxAgentStoring received chunks wait to be stored, directories are at most maxAgentDepth deep with
 // at most tree.MaxEntries entries each, and the directory listings held
 // until their trees can be stored are counted against agentLimits.held.
 
@@ -57,7 +58,8 @@ const (
 	// remembered to store later names as hard links; inodes met beyond it
 	// are stored as files.
 	maxAgentLinkBytes = 32 << 20
-	// maxAgentStoring caps the received chunks being stored at once.
+	// maxAgentStoring caps the received chunks being stored at once: each
+	// takes a buffer of the chunker's max.
 	maxAgentStoring = 16
 	// agentStderrKeep is how much of the agent's standard error is kept for
 	// messages.
@@ -312,20 +314,26 @@ func runAgent(ctx context.Context, conn agentConn, roots []string, w *store.Writ
 	stop := context.AfterFunc(ctx, closeConn)
 	defer stop()
 	l := newAgentLink(conn, lim.idle, closeConn)
-	p := &agentPull{
-		ctx:     ctx,
-		w:       w,
-		log:     log,
-		params:  params,
-		roots:   roots,
-		lim:     lim,
-		link:    l,
-		known:   map[[32]byte]agentChunk{},
-		links:   map[[2]uint64]*agentLinkGroup{},
-		storing: make(chan struct{}, maxAgentStoring),
-		start:   now(ctx),
+	bufs := make(chan []byte, maxAgentStoring)
+	for range maxAgentStoring {
+		bufs <- nil // allocated when first needed
 	}
-	root, err := p.run(agentproto.NewReader(l))
+	p := &agentPull{
+		ctx:    ctx,
+		w:      w,
+		log:    log,
+		params: params,
+		roots:  roots,
+		lim:    lim,
+		link:   l,
+		known:  map[[32]byte]agentChunk{},
+		links:  map[[2]uint64]*agentLinkGroup{},
+		bufs:   bufs,
+		start:  now(ctx),
+	}
+	r := agentproto.NewReader(l)
+	r.SetDataBuffers(p.dataBuffer)
+	root, err := p.run(r)
 	p.wg.Wait()
 	if err != nil {
 		switch {
@@ -355,16 +363,18 @@ type agentPull struct {
 	rootDone  bool // the root tree is stored
 	root      tree.ID
 	stack     []*agentDir  // directories being listed, "/" first
-	reads     []*agentFile // files answered READ and not finished, in order
+	reads     []*agentFile // files answered READ and not yet announced to their end, in order
+	open      []*agentSeg  // segments announced and not done, in order
+	unread    int          // files answered READ and not finished
 	held      int64        // estimated bytes of listings held
 	known     map[[32]byte]agentChunk
 	links     map[[2]uint64]*agentLinkGroup
 	linkBytes int64 // estimated bytes of links
 
-	storing chan struct{} // a slot per chunk being stored
-	wg      sync.WaitGroup
-	errMu   sync.Mutex
-	err     error // the first failure to store a chunk
+	bufs  chan []byte // free buffers for received chunks; nil ones are yet to be made
+	wg    sync.WaitGroup
+	errMu sync.Mutex
+	err   error // the first failure to store a chunk
 
 	start                       time.Time
 	nRead, nSkip, nChunk, nWant int64
@@ -392,9 +402,10 @@ type agentFile struct {
 	index  int
 	st     store.FileStat
 	size   uint64
-	got    uint64 // bytes announced so far
-	seg    uint64 // the segment expected next
-	cur    *agentSeg
+	got    uint64          // bytes announced so far
+	seg    uint64          // the segment expected next
+	nOpen  int             // its segments announced and not done
+	failed bool            // FILEERR came: it is left out once its open segments are done
 	refs   []tree.ChunkRef // not yet in a list blob
 	lists  []tree.ID
 	packs  map[pack.ID]struct{}
@@ -404,6 +415,7 @@ type agentFile struct {
 
 // agentSeg is a segment between its HASHES and its SEGDONE.
 type agentSeg struct {
+	f       *agentFile
 	n       uint64
 	last    bool
 	chunks  []agentproto.ChunkHash
@@ -446,7 +458,9 @@ func (p *agentPull) run(r *agentproto.Reader) (tree.ID, error) {
 	}
 	m, err := r.Next()
 	if err == io.EOF {
-		return tree.ID{}, fmt.Errorf("%w: no WELCOME", errAgentGone)
+		// An agent that speaks another version exits so, saying why on its
+		// standard error, which the caller adds.
+		return tree.ID{}, fmt.Errorf("%w: no WELCOME to a HELLO of protocol version %d (an older drawbridge-agent refuses it: update the agent on the source)", errAgentGone, agentproto.Version)
 	}
 	if err != nil {
 		return tree.ID{}, fmt.Errorf("agent: waiting for WELCOME: %w", err)
@@ -463,7 +477,7 @@ func (p *agentPull) run(r *agentproto.Reader) (tree.ID, error) {
 			return tree.ID{}, serr // what made the read fail
 		}
 		if err == io.EOF {
-			return tree.ID{}, fmt.Errorf("%w: after %d entries, %d files unfinished, END seen %v", errAgentGone, p.lastID, len(p.reads), p.ended)
+			return tree.ID{}, fmt.Errorf("%w: after %d entries, %d files unfinished, END seen %v", errAgentGone, p.lastID, p.unread, p.ended)
 		}
 		if err != nil {
 			return tree.ID{}, err
@@ -681,9 +695,10 @@ func (p *agentPull) file(m *agentproto.Entry, parent *agentDir, e tree.Entry) er
 		p.nSkip++
 		return p.answer(agentproto.Skip{File: m.ID})
 	}
-	if len(p.reads) >= agentproto.MaxPending {
+	if p.unread >= agentproto.MaxPending {
 		return agentViolation("ENTRY %d %q: more than %d files listed and not finished", m.ID, m.Path, agentproto.MaxPending)
 	}
+	p.unread++
 	p.reads = append(p.reads, &agentFile{
 		id: m.ID, path: m.Path, dir: parent, index: idx, st: st, size: m.Size,
 		packs: map[pack.ID]struct{}{}, link: g, linkAt: key,
@@ -751,23 +766,33 @@ func (p *agentPull) end() error {
 	return nil
 }
 
-// reading returns the file being read, which must be id.
-func (p *agentPull) reading(id uint64, what string) (*agentFile, error) {
+// announcing returns the file whose segments are being announced, which
+// must be id: the first answered READ whose last segment was not announced.
+func (p *agentPull) announcing(id uint64, what string) (*agentFile, error) {
 	if len(p.reads) == 0 || p.reads[0].id != id {
 		return nil, agentViolation("%s for file %d, which is not the file being read", what, id)
 	}
 	return p.reads[0], nil
 }
 
+// sending returns the oldest open segment, which must be segment seg of
+// file id.
+func (p *agentPull) sending(id, seg uint64, what string) (*agentSeg, error) {
+	if len(p.open) == 0 || p.open[0].f.id != id || p.open[0].n != seg {
+		return nil, agentViolation("%s for file %d segment %d, which is not the segment being sent", what, id, seg)
+	}
+	return p.open[0], nil
+}
+
 func (p *agentPull) hashes(h *agentproto.Hashes) error {
-	f, err := p.reading(h.File, "HASHES")
+	f, err := p.announcing(h.File, "HASHES")
 	if err != nil {
 		return err
 	}
 	n := len(h.Chunks)
 	switch {
-	case f.cur != nil:
-		return agentViolation("HASHES for segment %d of %q before SEGDONE of segment %d", h.Segment, f.path, f.cur.n)
+	case len(p.open) >= agentproto.MaxOpenSegments:
+		return agentViolation("HASHES for segment %d of %q while %d segments are open", h.Segment, f.path, len(p.open))
 	case h.Segment != f.seg:
 		return agentViolation("HASHES for segment %d of %q, want segment %d", h.Segment, f.path, f.seg)
 	case n == 0 && (!h.Last || h.Segment != 0):
@@ -787,7 +812,7 @@ func (p *agentPull) hashes(h *agentproto.Hashes) error {
 	}
 
 	s := &agentSeg{
-		n: h.Segment, last: h.Last, chunks: h.Chunks,
+		f: f, n: h.Segment, last: h.Last, chunks: h.Chunks,
 		refs: make([]tree.ChunkRef, n), packs: make([]pack.ID, n), dup: make([]int32, n),
 		want: make([]byte, (n+7)/8), got: make([]byte, (n+7)/8),
 	}
@@ -822,26 +847,43 @@ func (p *agentPull) hashes(h *agentproto.Hashes) error {
 	}
 	p.nChunk += int64(n)
 	p.nWant += int64(s.missing)
-	f.cur = s
+	p.open = append(p.open, s)
+	f.nOpen++
+	f.seg++
+	if h.Last {
+		p.reads = p.reads[1:]
+	}
+	// Sent when the link next waits for the agent: the agent goes on
+	// cutting and announcing meanwhile.
 	if err := p.link.send(agentproto.Want{File: f.id, Segment: s.n, Bitmap: s.want}); err != nil {
 		return fmt.Errorf("agent: WANT: %w", err)
-	}
-	// The agent waits for the WANT.
-	if err := p.link.bw.Flush(); err != nil {
-		return err
 	}
 	return nil
 }
 
+// dataBuffer is where the reader puts the chunk of a DATA frame of n bytes:
+// a free buffer, waited for while maxAgentStoring chunks are being stored.
+func (p *agentPull) dataBuffer(n int) ([]byte, error) {
+	if n > p.params.Max {
+		return nil, agentViolation("DATA of %d bytes, more than the chunker's max %d", n, p.params.Max)
+	}
+	select {
+	case b := <-p.bufs:
+		if b == nil {
+			b = make([]byte, 0, p.params.Max)
+		}
+		return b, nil
+	case <-p.ctx.Done():
+		return nil, context.Cause(p.ctx)
+	}
+}
+
 func (p *agentPull) data(d *agentproto.Data) error {
-	f, err := p.reading(d.File, "DATA")
+	s, err := p.sending(d.File, d.Segment, "DATA")
 	if err != nil {
 		return err
 	}
-	s := f.cur
-	if s == nil || d.Segment != s.n {
-		return agentViolation("DATA for segment %d of %q, which is not being sent", d.Segment, f.path)
-	}
+	f := s.f
 	if d.Index >= uint64(len(s.chunks)) || !agentBitSet(s.want, int(d.Index)) || agentBitSet(s.got, int(d.Index)) {
 		return agentViolation("DATA for chunk %d of segment %d of %q, which was not wanted or came already", d.Index, d.Segment, f.path)
 	}
@@ -854,11 +896,6 @@ func (p *agentPull) data(d *agentproto.Data) error {
 	s.missing--
 	p.nRecv += int64(len(d.Bytes))
 
-	select {
-	case p.storing <- struct{}{}:
-	case <-p.ctx.Done():
-		return context.Cause(p.ctx)
-	}
 	p.wg.Add(1)
 	s.wg.Add(1)
 	// The hash is checked with the storing, off the loop that reads the
@@ -869,7 +906,7 @@ func (p *agentPull) data(d *agentproto.Data) error {
 	go func(data []byte) {
 		defer p.wg.Done()
 		defer s.wg.Done()
-		defer func() { <-p.storing }()
+		defer func() { p.bufs <- data[:0] }()
 		if agentproto.HashChunk(data) != c.Hash {
 			p.fail(agentViolation("DATA for chunk %d of segment %d of %q does not match what HASHES announced", i, d.Segment, f.path))
 			// The loop may be waiting for the agent's next frame.
@@ -922,19 +959,25 @@ func (p *agentPull) received(s *agentSeg) error {
 }
 
 func (p *agentPull) segDone(m agentproto.SegDone) error {
-	f, err := p.reading(m.File, "SEGDONE")
+	s, err := p.sending(m.File, m.Segment, "SEGDONE")
 	if err != nil {
 		return err
 	}
-	s := f.cur
-	switch {
-	case s == nil || m.Segment != s.n:
-		return agentViolation("SEGDONE for segment %d of %q, which is not being sent", m.Segment, f.path)
-	case s.missing > 0:
+	f := s.f
+	if s.missing > 0 {
 		return agentViolation("SEGDONE for segment %d of %q with %d wanted chunks not sent", m.Segment, f.path, s.missing)
 	}
 	if err := p.received(s); err != nil {
 		return err
+	}
+	p.open[0] = nil
+	p.open = p.open[1:]
+	f.nOpen--
+	if f.failed {
+		if f.nOpen == 0 {
+			return p.drop(f)
+		}
+		return nil
 	}
 	for i := range s.chunks {
 		if j := s.dup[i]; j >= 0 {
@@ -948,8 +991,6 @@ func (p *agentPull) segDone(m agentproto.SegDone) error {
 			}
 		}
 	}
-	f.cur = nil
-	f.seg++
 	if s.last {
 		return p.fileDone(f)
 	}
@@ -988,7 +1029,7 @@ func (p *agentPull) fileDone(f *agentFile) error {
 	p.w.RememberFile(f.path, f.st, e, packs)
 	p.w.Progress().Files.Add(1)
 	p.w.Progress().Bytes.Add(int64(f.size))
-	p.reads = p.reads[1:]
+	p.unread--
 	if err := p.hold(f.dir, int64(40*len(e.Chunks)+32*len(e.Lists))); err != nil {
 		return err
 	}
@@ -1007,18 +1048,23 @@ func (p *agentPull) fileDone(f *agentFile) error {
 }
 
 func (p *agentPull) fileErr(m agentproto.FileErr) error {
-	f, err := p.reading(m.File, "FILEERR")
+	f, err := p.announcing(m.File, "FILEERR")
 	if err != nil {
 		return err
 	}
-	if f.cur != nil {
-		if err := p.received(f.cur); err != nil {
-			return err
-		}
-	}
 	p.w.Warn(f.path, fmt.Errorf("not readable on the source: %s", m.Message))
-	f.dir.entries[f.index].Kind = 0
+	f.failed = true
 	p.reads = p.reads[1:]
+	if f.nOpen == 0 {
+		return p.drop(f)
+	}
+	return nil // left out when its open segments are done
+}
+
+// drop leaves out f, which the agent could not read.
+func (p *agentPull) drop(f *agentFile) error {
+	f.dir.entries[f.index].Kind = 0
+	p.unread--
 	if g := f.link; g != nil {
 		// Later names become hard links to nothing: leave them out too.
 		// A name listed after this starts the inode over.

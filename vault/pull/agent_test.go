@@ -937,12 +937,14 @@ func BenchmarkAgentPull(b *testing.B) {
 	h := agentHost(b, s, buildAgent(b))
 	b.SetBytes(agentBenchSize)
 	b.ResetTimer()
+	cpu := cpuTime()
 	for i := range b.N {
 		src := agentSource(b, h, fmt.Sprintf("bench%d", i), filepath.Dir(file))
 		if res := pullOne(b, s, src); res.Err != nil {
 			b.Fatal(res.Err)
 		}
 	}
+	reportCPU(b, cpu)
 }
 
 // BenchmarkAgentLocalBackup backs up the same directory locally, to compare.
@@ -951,9 +953,27 @@ func BenchmarkAgentLocalBackup(b *testing.B) {
 	file, _ := randomFile(b, agentBenchSize)
 	b.SetBytes(agentBenchSize)
 	b.ResetTimer()
+	cpu := cpuTime()
 	for i := range b.N {
 		if _, err := s.Backup(context.Background(), fmt.Sprintf("bench%d", i), []string{filepath.Dir(file)}, store.BackupOptions{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+	reportCPU(b, cpu)
+}
+
+// An agent that speaks another protocol version exits without WELCOME: the
+// pull fails saying the agent must be updated.
+func TestAgentOtherVersion(t *testing.T) {
+	s := newStore(t)
+	w, err := s.NewWriter(context.Background(), "old", store.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	conn := agentConn{in: strings.NewReader(""), out: io.Discard, close: func() {}}
+	_, err = runAgent(context.Background(), conn, []string{"/data"}, w, testLog(t), localLimits)
+	if !errors.Is(err, errAgentGone) || !strings.Contains(err.Error(), "update the agent") {
+		t.Fatalf("pull from an agent that exits at HELLO: %v", err)
 	}
 }

@@ -77,11 +77,13 @@ func BenchmarkAgentPullTree(b *testing.B) {
 	h := agentHost(b, s, buildAgent(b))
 	b.SetBytes(n)
 	b.ResetTimer()
+	cpu := cpuTime()
 	for i := range b.N {
 		if res := pullOne(b, s, agentSource(b, h, fmt.Sprintf("bench%d", i), dir)); res.Err != nil {
 			b.Fatal(res.Err)
 		}
 	}
+	reportCPU(b, cpu)
 }
 
 // BenchmarkSFTPPullTree pulls the benchmark tree over SFTP.
