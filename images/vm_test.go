@@ -617,7 +617,8 @@ func blankDisk(t *testing.T, size int64) string {
 const vmPassphrase = "correct horse battery staple"
 
 // vmConfig is a configuration the daemon accepts: a nightly window on an
-// interface the VM does not have, so the daemon only waits.
+// interface the VM does not have, and a source it never reaches, so the
+// daemon only waits.
 const vmConfig = `store = "/data/store"
 
 [network]
@@ -628,6 +629,15 @@ address = "198.18.0.2/24"
 days = "daily"
 start = "02:00"
 duration = "1h"
+
+[[source]]
+name = "web1"
+kind = "sftp"
+host = "198.18.0.1"
+port = 22
+user = "backup"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE3ukDbZp5AtAfGZpmNwOeTX0xe1V9BKPYR6MUawHK92"
+paths = ["/etc"]
 `
 
 // storeDisk is a 256 MiB disk holding what a first boot leaves: an ext4
@@ -636,9 +646,11 @@ duration = "1h"
 // mounting anything.
 func storeDisk(t *testing.T) string {
 	t.Helper()
-	need(t, []Requirement{{"mke2fs", "e2fsprogs"}, reqGo})
+	need(t, []Requirement{{"mke2fs", "e2fsprogs"}, {"chattr", "e2fsprogs"}, reqGo})
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
+	// The store makes its journal immutable where the filesystem can.
+	t.Cleanup(func() { exec.Command("chattr", "-R", "-i", root).Run() })
 	bin := filepath.Join(dir, "drawbridge")
 	build := exec.Command("go", "build", "-o", bin, "../cmd/drawbridge")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
