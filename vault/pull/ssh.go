@@ -30,13 +30,16 @@ var (
 )
 
 // cipherOrder puts AES-GCM first where the CPU has AES and carry-less
-// multiply instructions (about twice ChaCha20-Poly1305's speed there) and
-// ChaCha20-Poly1305 first elsewhere, where AES-GCM is slow.
+// multiply instructions (about twice ChaCha20-Poly1305's speed there, in Go
+// and in OpenSSH) and ChaCha20-Poly1305 first elsewhere, where AES-GCM is
+// slow. AES-128 comes before AES-256: its 10 rounds against 14 make the
+// bulk of a pull cheaper on both ends, and 128-bit keys are not what limits
+// an SSH session's security.
 func cipherOrder() []string {
 	if cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ || cpu.ARM64.HasAES && cpu.ARM64.HasPMULL {
-		return []string{ssh.CipherAES256GCM, ssh.CipherAES128GCM, ssh.CipherChaCha20Poly1305}
+		return []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305}
 	}
-	return []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES256GCM, ssh.CipherAES128GCM}
+	return []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES128GCM, ssh.CipherAES256GCM}
 }
 
 // hostKeyAlgorithms returns the signature algorithms that a host key of
