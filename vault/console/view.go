@@ -166,7 +166,7 @@ func hints(m *Model) string {
 	case ScreenSources:
 		return "Up/Down move   Enter open   Esc back   ? keys"
 	case ScreenSnapshots:
-		return "Up/Down move   Enter open   m mark   d diff with the marked or older one   Esc back   ? keys"
+		return "Enter open  m mark  d diff (with the marked or older one)  Esc back  ? keys"
 	case ScreenJournal:
 		return "Up/Down PgUp/PgDn Home/End move   Enter show a record   r reload   Esc back"
 	case ScreenDiff:
@@ -327,7 +327,14 @@ func drawStatus(c canvas, m *Model) {
 			stStyle = styleErr
 		}
 		x := c.put(3, y, styleNormal, fmt.Sprintf("%-12s %-17s %7s %9s  ", short(src, 12), when, files, bytes))
-		c.put(x, y, stStyle, fit(h.text, max(c.w-x, 2)))
+		text := h.text
+		if room := c.w - x; len([]rune(text)) > room {
+			// The end of an error says most: "…: i/o timeout".
+			if i := strings.LastIndex(text, ": "); i > 0 && strings.HasPrefix(text, "pull failed: ") {
+				text = "pull failed: …" + text[i:]
+			}
+		}
+		c.put(x, y, stStyle, fit(text, max(c.w-x, 2)))
 		y++
 	}
 	if st.SnapErr != "" {
@@ -505,30 +512,31 @@ func box(c canvas, title string, w, h int) (x, y int) {
 }
 
 func drawHelp(c canvas, m *Model) {
-	quit := "q  quit"
-	ctrlC := "Ctrl-C          quit from anywhere"
+	quit := "q quit"
+	ctrlC := "Ctrl-C     quit from anywhere"
 	if m.o.Fixed {
-		quit = "p  power off or reboot"
-		ctrlC = "Ctrl-C          forget the passphrase, back to the status screen"
+		quit = "p power off or reboot"
+		ctrlC = "Ctrl-C     forget the passphrase, back to the status screen"
 	}
 	lines := []string{
-		"Status screen:  b or Enter  browse snapshots;  j  journal;  r  refresh",
-		"                v  verify;  V  deep verify (restore passphrase)",
-		"                n  back up now;  s  settings (admin passphrase);  " + quit,
-		"Lists:          Up/Down (j/k), PgUp/PgDn, Home/End (g/G)",
-		"                Enter or Right  open;  Esc, Left or q  back",
-		"Snapshots:      m  mark one;  d  diff the selected one with the marked",
-		"                one, or with the one before it",
-		"Browser:        r  restore the selected file or directory",
-		"                R  restore the directory shown (at / the whole snapshot)",
-		"Dialogs:        Enter  confirm;  Esc  cancel",
+		"Status     b or Enter browse snapshots; j journal; r refresh",
+		"           v verify; V deep verify (restore passphrase)",
+		"           n back up now; s settings (admin passphrase)",
+		"           " + quit,
+		"Lists      Up/Down (j/k), PgUp/PgDn, Home/End (g/G)",
+		"           Enter or Right open; Esc, Left or q back",
+		"Snapshots  m mark one; d diff the selected one with the marked",
+		"           one, or with the one before it",
+		"Browser    r restore the selected file or directory",
+		"           R restore the directory shown (at / the whole snapshot)",
+		"Dialogs    Enter confirm; Esc cancel",
 		ctrlC,
 		"",
-		fmt.Sprintf("Reading contents needs the restore passphrase; it is forgotten after %s", IdleTimeout),
-		"without a key press. Every action that changes or reveals something",
-		"is journaled.",
+		"Reading contents needs the restore passphrase; it is forgotten",
+		fmt.Sprintf("after %s without a key press. Every action that changes or", IdleTimeout),
+		"reveals something is journaled.",
 	}
-	x, y := box(c, "Keys", 78, len(lines))
+	x, y := box(c, "Keys", 68, len(lines))
 	for i, l := range lines {
 		c.put(x, y+i, styleNormal, l)
 	}
@@ -725,7 +733,7 @@ func drawJournal(c canvas, m *Model) {
 		pos := fmt.Sprintf("%d/%d", jv.sel+1, len(lines))
 		c.put(c.w-len(pos)-1, 1, styleDim, pos)
 	}
-	c.put(2, 2, styleDim, fmt.Sprintf("%-7s %-20s  %-20s %s", "SEQ", "TIME", "TYPE", "MESSAGE"))
+	c.put(2, 2, styleDim, fmt.Sprintf("%-6s %-20s %-18s %s", "SEQ", "TIME", "TYPE", "MESSAGE"))
 	rows := m.listRows()
 	for i := jv.top; i < len(lines) && i < jv.top+rows; i++ {
 		l := lines[i]
@@ -733,7 +741,7 @@ func drawJournal(c canvas, m *Model) {
 		if i == jv.sel {
 			st = styleSel
 		}
-		c.line(3+i-jv.top, st, fmt.Sprintf("  %-7d %-20s  %-20s %s", l.Seq, l.Time.UTC().Format(timeFmt), l.Type, l.Message))
+		c.line(3+i-jv.top, st, fmt.Sprintf("  %-6d %-20s %-18s %s", l.Seq, l.Time.UTC().Format(timeFmt), l.Type, l.Message))
 	}
 }
 
@@ -742,7 +750,7 @@ func drawDiff(c canvas, m *Model) {
 	if j == nil {
 		return
 	}
-	c.put(1, 1, styleTitle, fmt.Sprintf("Diff of %s: %s (%s) → %s (%s)", j.new.Source, short(j.old.ID, 12), j.old.Time.UTC().Format(timeFmt), short(j.new.ID, 12), j.new.Time.UTC().Format(timeFmt)))
+	c.put(1, 1, styleTitle, fmt.Sprintf("Diff of %s: %s (%s) → %s (%s)", j.new.Source, short(j.old.ID, 12), j.old.Time.UTC().Format(shortFmt), short(j.new.ID, 12), j.new.Time.UTC().Format(shortFmt)))
 	if j.running {
 		el := m.clock().Sub(j.started).Round(100 * time.Millisecond)
 		c.put(1, 3, styleNormal, fmt.Sprintf("%s comparing… %d directories so far, %s (Esc stops)", spinner[m.spin%len(spinner)], j.dirs.Load(), el))
