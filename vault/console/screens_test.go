@@ -324,7 +324,7 @@ func TestStatusHealthAndVerify(t *testing.T) {
 	b := newFake(1)
 	b.snaps[0].Status = "partial"
 	m := started(t, b, &fakeClock{time.Unix(2e9, 0)})
-	wantScreen(t, m, "Alerts", "1 of 1 sources need attention", "partial: some files were unreadable", "last verify: never")
+	wantScreen(t, m, "Alerts", "1 of 1 sources need attention", "partial: some files were unreadable", "last verify: none from a console yet")
 	m.status.LastVerify = &journal.Record{Type: RecordVerify, Time: time.Unix(2e9, 0), Data: []byte(`{"problems":2}`)}
 	wantScreen(t, m, "last verify: 2033-05-18 03:33:20Z, DAMAGE: 2 problems", "the last verify (2033-05-18 03:33Z) found damage: 2 problems")
 }

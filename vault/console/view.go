@@ -361,7 +361,7 @@ func drawStatus(c canvas, m *Model) {
 			c.put(3, y, styleNormal, fmt.Sprintf("last verify: %s, no problems", lv.Time.UTC().Format(timeFmt)))
 		}
 	} else {
-		c.put(3, y, styleNormal, "last verify: never from this console (v verifies)")
+		c.put(3, y, styleNormal, "last verify: none from a console yet (v verifies)")
 	}
 	y += 2
 	c.put(1, y, styleTitle, "Journal (latest)")
