@@ -43,9 +43,11 @@ fuzz: ## run every Fuzz target for FUZZTIME (default 5m), one at a time
 # The pulls run over a veth link from an sshd in a network namespace (root
 # and OpenSSH needed; skipped with a message otherwise), each next to a local
 # backup of the same data.
-bench: ## drawbridge against restic, then pulls against a local backup (BENCHFLAGS=-quick: smoke run)
+bench: ## drawbridge against restic, pulls against a local backup, restore to a drive against a local one (BENCHFLAGS=-quick: smoke run)
 	$(GO) run ./cmd/drawbridge-bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench 'Pull|LocalBackup|InProcess' -benchtime 5x ./vault/pull
+	DRAWBRIDGE_BENCH_TREE=$${TMPDIR:-/var/tmp}/drawbridge-bench/$(if $(findstring -quick,$(BENCHFLAGS)),data-quick,data)/tree \
+		$(GO) test -run '^$$' -bench 'RestoreToDrive' -benchtime 3x ./vault/todrive
 
 demo: ## hosted mode: a store in demo/, back up a demo tree, list, verify, restore
 	@bash .ci/demo
