@@ -184,7 +184,7 @@ func (a *Appliance) importConfig(ctx context.Context, log *Log) error {
 		a.Console.Printf("drawbridge: the configuration must be imported: this %s cannot import one; put it at %s", path.Base(Daemon), ConfigFile)
 		return Skipped("no 'config import' in " + Daemon)
 	}
-	log.Printf("no configuration at %s: importing one from a USB stick", ConfigFile)
+	log.Printf("no configuration at %s: importing one from a USB stick (ctrl-c goes on without one)", ConfigFile)
 	argv := []string{Daemon, "config", "import", "--usb", "--config", ConfigFile, "--store", StoreDir}
 	code, err = a.runWait(ctx, Cmd{Argv: argv, TTY: true}, 0)
 	if err != nil {

@@ -742,6 +742,16 @@ func TestFirstBoot(t *testing.T) {
 	v.waitFor("Repeat it:", time.Minute)
 	v.typeLine(vmPassphrase)
 	v.waitFor("drawbridge: boot: store: store made at /data/store", 2*time.Minute)
+	// With no USB stick to import a configuration from, ctrl-c goes on
+	// without one (a drawbridge without config import says so itself).
+	v.waitFor("drawbridge: boot: config: ", time.Minute)
+	if v.has("drawbridge: boot: config: no configuration at /data/drawbridge.toml: importing one") {
+		time.Sleep(3 * time.Second)
+		io.WriteString(v.stdin, "\x03")
+		v.waitFor("drawbridge: boot: config: failed: ", time.Minute)
+	} else {
+		v.waitFor("drawbridge: the configuration must be imported", time.Minute)
+	}
 	ready := v.waitFor("drawbridge: ready", 2*time.Minute)
 	v.logTimes(ready)
 	for _, l := range []string{
