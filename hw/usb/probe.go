@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"unicode"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // probeSize is how much of a device Probe reads first: enough for every
@@ -123,15 +125,27 @@ func exfatLabel(r io.ReaderAt, b []byte) string {
 			for i := range u {
 				u[i] = binary.LittleEndian.Uint16(e[2+2*i:])
 			}
-			return string(utf16.Decode(u))
+			return printable(string(utf16.Decode(u)))
 		}
 	}
 	return ""
 }
 
+// cString is a NUL-terminated label from a superblock, made safe to show
+// on a terminal: a stick may carry escape sequences in its label.
 func cString(b []byte) string {
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]
 	}
-	return strings.ToValidUTF8(string(b), "?")
+	return printable(string(b))
+}
+
+// printable replaces invalid UTF-8 and control characters with "?".
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, s)
 }

@@ -26,7 +26,6 @@
 package usb
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +39,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Drive is one whole block device: a USB stick or disk.
@@ -280,14 +281,16 @@ func readString(sys fs.FS, name string) string {
 		return ""
 	}
 	defer f.Close()
+	// USB descriptor strings come from the device: no control characters
+	// (escape sequences) reach the console.
 	b, _ := io.ReadAll(io.LimitReader(f, maxAttr))
-	b = bytes.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+	s := strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
 			return ' '
 		}
 		return r
-	}, b)
-	return strings.Join(strings.Fields(string(b)), " ")
+	}, string(b))
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // sectors reads a sysfs size attribute (512-byte sectors) as bytes.

@@ -213,6 +213,7 @@ func TestProbe(t *testing.T) {
 		{"exfat", exfat, "exfat", "DATA"},
 		{"ext4", ext, "ext4", "BACKUPS"},
 		{"ntfs", ntfs, "ntfs", ""},
+		{"escape in label", fat32("\x1b[2J\xffX"), "vfat", "?[2J?X"},
 		{"zeros", make([]byte, 1<<20), "", ""},
 		{"short", []byte{1, 2, 3}, "", ""},
 	} {
@@ -262,5 +263,24 @@ func TestFormatRefusals(t *testing.T) {
 	other.Serial = "0000"
 	if err := p.Format(ctx, other, "exfat", "X", other.Confirmation()); !errors.Is(err, ErrChanged) {
 		t.Errorf("another stick in the port: %v", err)
+	}
+}
+
+// TestListHostileStrings: a stick's descriptor strings and label reach
+// the console without their control characters.
+func TestListHostileStrings(t *testing.T) {
+	sys := fakeSys()
+	sys[usbBlk+"/device/model"] = &fstest.MapFile{Data: []byte("Evil\x1b]0;owned\x07\x9b31m\n")}
+	p := fakePorts(sys, false)
+	p.Open = fakeDevs{"/dev/sdb1": fat32("\x1b[H\x1b[J")}.open
+	drives, err := p.List()
+	if err != nil || len(drives) != 1 {
+		t.Fatal(drives, err)
+	}
+	d := drives[0]
+	for _, s := range []string{d.Model, d.Partitions[0].Label, d.Confirmation()} {
+		if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 }) {
+			t.Errorf("control character in %q", s)
+		}
 	}
 }
