@@ -96,8 +96,8 @@ type Backend interface {
 	// Verify checks the store; with a Reader it is a deep verify.
 	// progress gets pack bytes done and in all.
 	Verify(ctx context.Context, deep Reader, progress func(done, total int64)) (*store.VerifyReport, error)
-	// BackUpNow has the daemon open a window at once and says for how
-	// long; ErrNoDaemon without one.
+	// BackUpNow journals console-backup-now and has the daemon open a
+	// window at once, and says for how long; ErrNoDaemon without one.
 	BackUpNow(ctx context.Context) (time.Duration, error)
 	// Power powers the appliance off, or reboots it; ErrNoPower elsewhere.
 	Power(reboot bool) error

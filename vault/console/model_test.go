@@ -94,6 +94,9 @@ func (b *fakeBackend) BackUpNow(context.Context) (time.Duration, error) {
 	if !b.daemon {
 		return 0, ErrNoDaemon
 	}
+	if err := b.Journal(RecordBackupNow, "", nil); err != nil {
+		return 0, err
+	}
 	b.nowAsked++
 	return time.Hour, nil
 }

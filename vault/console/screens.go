@@ -412,9 +412,6 @@ func (m *Model) askBackupNow() {
 		b := m.b
 		m.say("asking the daemon for a window…")
 		return []Cmd{func() Msg {
-			if err := b.Journal(RecordBackupNow, "console: back up now asked for a window", nil); err != nil {
-				return backupMsg{err: fmt.Errorf("not journaled, so not done: %w", err)}
-			}
 			n, err := b.BackUpNow(context.Background())
 			return backupMsg{length: n, err: err}
 		}}

@@ -146,9 +146,8 @@ func TestBackUpNow(t *testing.T) {
 	if b.nowAsked != 1 || m.bad || !strings.Contains(m.msg, "window of 1h0m0s") {
 		t.Fatalf("with a daemon: asked %d, %q", b.nowAsked, m.msg)
 	}
-	want := []string{RecordBackupNow, RecordBackupNow, RecordBackupNow}[:2]
-	if fmt.Sprint(b.journal) != fmt.Sprint(want) {
-		t.Errorf("journal %v, want %v (asked twice, refused once for want of a daemon)", b.journal, want)
+	if fmt.Sprint(b.journal) != "["+RecordBackupNow+"]" {
+		t.Errorf("journal %v, want one %s (the refusal for want of a daemon is not one)", b.journal, RecordBackupNow)
 	}
 }
 

@@ -21,10 +21,14 @@ import (
 // Daemon is the running daemon a console inside `drawbridge run` shares
 // the store with (*daemon.Daemon).
 type Daemon interface {
+	Started() <-chan struct{}
 	Status() daemon.Status
 	OpenNow(length time.Duration)
 	WhileIdle(ctx context.Context, fn func(ctx context.Context) error) error
 }
+
+// startWait bounds how long Status waits for the daemon's start-up.
+const startWait = 30 * time.Second
 
 // StoreBackend is the Backend of a store directory.
 type StoreBackend struct {
@@ -76,6 +80,13 @@ func (b *StoreBackend) ReadOnly() bool { return !b.Writable }
 func (b *StoreBackend) Status(ctx context.Context) Status {
 	st := Status{VaultID: b.Store.Info().VaultID, ReadOnly: !b.Writable}
 	if b.Daemon != nil {
+		// Until its start-up has read the journal, the daemon knows
+		// nothing of earlier windows.
+		select {
+		case <-b.Daemon.Started():
+		case <-ctx.Done():
+		case <-time.After(startWait):
+		}
 		d := b.Daemon.Status()
 		st.Daemon = &d
 	} else if d, err := daemon.ReadStatus(b.Dir); err == nil {
@@ -247,7 +258,8 @@ func (b *StoreBackend) Verify(ctx context.Context, deep Reader, progress func(do
 	return rep, nil
 }
 
-// BackUpNow asks the daemon for a window of NowLength.
+// BackUpNow journals console-backup-now, then asks the daemon for a
+// window of NowLength.
 func (b *StoreBackend) BackUpNow(context.Context) (time.Duration, error) {
 	if b.Daemon == nil {
 		return 0, ErrNoDaemon
@@ -255,6 +267,9 @@ func (b *StoreBackend) BackUpNow(context.Context) (time.Duration, error) {
 	n := b.NowLength
 	if n <= 0 {
 		n = time.Hour
+	}
+	if err := b.Journal(RecordBackupNow, fmt.Sprintf("console: back up now asked for a window of %s", n), map[string]any{"length_seconds": n.Seconds()}); err != nil {
+		return 0, fmt.Errorf("not journaled, so not done: %w", err)
 	}
 	b.Daemon.OpenNow(n)
 	return n, nil

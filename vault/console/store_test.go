@@ -133,6 +133,11 @@ type fakeDaemon struct {
 	windowN bool // a window is open: WhileIdle refuses
 }
 
+func (d *fakeDaemon) Started() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
 func (d *fakeDaemon) Status() daemon.Status        { return d.st }
 func (d *fakeDaemon) OpenNow(length time.Duration) { d.asked = append(d.asked, length) }
 func (d *fakeDaemon) WhileIdle(ctx context.Context, fn func(context.Context) error) error {

@@ -147,7 +147,8 @@ type Daemon struct {
 	clock *window.Clock
 	log   *slog.Logger
 
-	now chan time.Duration // windows asked for at once
+	now     chan time.Duration // windows asked for at once
+	started chan struct{}      // closed once start-up is done
 
 	// pulling is held while pulls run; pulls that outlived their window
 	// keep it, and the next window's pulls wait for them.
@@ -207,7 +208,7 @@ func New(o Options) (*Daemon, error) {
 	if o.HeartbeatEvery <= 0 {
 		o.HeartbeatEvery = DefaultHeartbeatEvery
 	}
-	d := &Daemon{o: o, log: o.Log, now: make(chan time.Duration, 1), pulling: make(chan struct{}, 1)}
+	d := &Daemon{o: o, log: o.Log, now: make(chan time.Duration, 1), started: make(chan struct{}), pulling: make(chan struct{}, 1)}
 	d.live = liveness{phase: phaseStarting, since: time.Now()}
 	if o.Pull == nil {
 		d.o.Pull = func(ctx context.Context) []pull.Result {
@@ -221,6 +222,10 @@ func New(o Options) (*Daemon, error) {
 	}
 	return d, nil
 }
+
+// Started is closed once Run has done its start-up: the link is down and
+// Status shows what the journal says of earlier windows and pulls.
+func (d *Daemon) Started() <-chan struct{} { return d.started }
 
 // OpenNow asks a running daemon to open a window for length at once (the
 // console's "back up now"). A request made while one is pending is dropped.
@@ -244,6 +249,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.startup(ctx, prevBeat, restarted)
 	d.saveStatus()
+	close(d.started)
 	if d.o.WindowNow > 0 {
 		now := d.o.Clock()
 		d.window(ctx, now, now.Add(d.o.WindowNow), OpenNow)
