@@ -3,12 +3,15 @@ package console
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gdamore/tcell/v2"
+
+	"drawbridge/vault/journal"
 )
 
 // shownScreen keeps the text of each frame shown, for the test goroutine
@@ -114,4 +117,72 @@ func BenchmarkPageDown100k(b *testing.B) {
 		Draw(s, m)
 		s.Show()
 	}
+}
+
+// slowJournal is a backend whose journal is large and slow to read.
+type slowJournal struct {
+	*fakeBackend
+	n int
+}
+
+func (b slowJournal) ScanJournal(ctx context.Context, last func(uint64), fn func(journal.Record) error) error {
+	last(uint64(b.n))
+	for i := range b.n {
+		if i%1000 == 0 {
+			time.Sleep(time.Millisecond) // reading and checking records takes time
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(journal.Record{Seq: uint64(i + 1), Type: "snapshot", Message: "a record"}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestJournalResponsive: while a journal of 300,000 records loads, keys
+// move the selection at once; the time from a key to the frame showing it
+// is logged, and must stay under the console's 200 ms.
+func TestJournalResponsive(t *testing.T) {
+	s := &shownScreen{SimulationScreen: tcell.NewSimulationScreen("UTF-8")}
+	s.SetSize(100, 30)
+	const n = 300_000
+	b := slowJournal{newFake(1), n}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, s, b, Options{}) }()
+	wait := func(re *regexp.Regexp) (time.Duration, string) {
+		t.Helper()
+		start := time.Now()
+		for {
+			if m := re.FindStringSubmatch(s.shown()); m != nil {
+				return time.Since(start), m[1]
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("screen lacks %v:\n%s", re, s.shown())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	wait(regexp.MustCompile(`(no daemon status)`))
+	s.InjectKey(tcell.KeyRune, 'j', tcell.ModNone)
+	wait(regexp.MustCompile(`reading record ([1-9]\d*) of`)) // the first records are in
+	var worst time.Duration
+	for range 20 {
+		s.InjectKey(tcell.KeyHome, 0, tcell.ModNone)
+		took, _ := wait(regexp.MustCompile(` (1)/\d+ `))
+		worst = max(worst, took)
+		s.InjectKey(tcell.KeyDown, 0, tcell.ModNone)
+		took2, _ := wait(regexp.MustCompile(` (2)/\d+ `))
+		worst = max(worst, took2)
+	}
+	took, _ := wait(regexp.MustCompile(`(300000 records)`))
+	t.Logf("worst key to frame while loading: %s; the rest of the journal loaded %s later", worst, took)
+	if worst > 200*time.Millisecond {
+		t.Errorf("a key took %s to show", worst)
+	}
+	cancel()
+	<-done
 }
