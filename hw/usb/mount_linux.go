@@ -3,8 +3,10 @@ package usb
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sync"
 	"time"
@@ -38,8 +40,18 @@ type Mounted struct {
 	ReadOnly  bool
 
 	dir    string
+	sys    fs.FS
 	mu     sync.Mutex
 	detach func() error // nil once unmounted
+}
+
+// Present reports whether the drive is still plugged in with the same
+// medium: its partition (or whole drive) is still in sysfs with the size
+// it had when mounted. After an I/O error it tells a pulled drive from a
+// filesystem that refused something.
+func (m *Mounted) Present() bool {
+	n, err := sectors(m.sys, path.Join("class/block", m.Partition.Name))
+	return err == nil && n == m.Partition.Size
 }
 
 // Root is the directory the filesystem is mounted on. Paths under it come
@@ -91,6 +103,9 @@ func (p *Ports) Mount(part Partition, dir string, readOnly bool) (*Mounted, erro
 	if err := p.probe(&part); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", part.Name, err)
 	}
+	if n, err := sectors(p.Sys, path.Join("class/block", part.Name)); err == nil {
+		part.Size = n // what Present compares with
+	}
 	var kind string
 	switch part.FSType {
 	case "vfat", "exfat":
@@ -109,7 +124,7 @@ func (p *Ports) Mount(part Partition, dir string, readOnly bool) (*Mounted, erro
 	if err != nil {
 		return nil, fmt.Errorf("mount %s (%s) on %s: %w", part.Name, part.FSType, dir, err)
 	}
-	return &Mounted{Partition: part, FSType: part.FSType, ReadOnly: readOnly, dir: dir, detach: detach}, nil
+	return &Mounted{Partition: part, FSType: part.FSType, ReadOnly: readOnly, dir: dir, sys: p.Sys, detach: detach}, nil
 }
 
 // SystemMounter mounts with mount(2), and through a FUSE driver (fusefat,

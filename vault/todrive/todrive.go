@@ -95,7 +95,12 @@ type Options struct {
 	SyncEvery int64
 	// NoVerify skips the read-back (for a benchmark of writing alone).
 	NoVerify bool
-	Now      func() time.Time
+	// Present, when set, reports whether the drive is still plugged in
+	// (usb.Mounted.Present). After a failure it turns any error into
+	// ErrDriveGone when the drive is gone, whatever the filesystem's
+	// driver made of it.
+	Present func() bool
+	Now     func() time.Time
 }
 
 // Mismatch is a file that did not read back as written.
@@ -178,7 +183,7 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 	var mu sync.Mutex
 	var written []writtenFile
 	stopProgress := o.report(PhaseWrite, size.Bytes, done.Load)
-	stopSync := flusher(ctx, cancel, target, &done, o.SyncEvery)
+	stopSync := flusher(ctx, cancel, target, &done, o.SyncEvery, o.classify)
 	start := o.Now()
 	res, err := restore.Restore(ctx, src, root, subpath, target, restore.Options{
 		Owners:   o.Owners,
@@ -208,7 +213,7 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 		if cause := context.Cause(ctx); errors.Is(cause, ErrDriveGone) {
 			err = cause
 		}
-		return rep, fmt.Errorf("restore to drive: %w", classify(err))
+		return rep, fmt.Errorf("restore to drive: %w", o.classify(err))
 	}
 	if o.NoVerify {
 		return rep, nil
@@ -223,11 +228,11 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 	done.Store(0)
 	stopProgress = o.report(PhaseVerify, total, done.Load)
 	start = o.Now()
-	err = verify(ctx, target, written, o.Workers, &done, rep)
+	err = verify(ctx, target, written, o.Workers, &done, rep, o.classify)
 	rep.VerifySeconds = o.Now().Sub(start).Seconds()
 	stopProgress(err == nil)
 	if err != nil {
-		return rep, fmt.Errorf("verify the restore on the drive: %w", classify(err))
+		return rep, fmt.Errorf("verify the restore on the drive: %w", o.classify(err))
 	}
 	if len(rep.Mismatches) > 0 {
 		return rep, fmt.Errorf("%w: %d files, the first %q: %v", ErrVerify, len(rep.Mismatches), rep.Mismatches[0].Path, rep.Mismatches[0].Err)
@@ -239,6 +244,16 @@ type writtenFile struct {
 	rel  string
 	size int64
 	sum  []byte
+}
+
+// classify is the package's classify, and ErrDriveGone for any error once
+// Present says the drive is gone.
+func (o *Options) classify(err error) error {
+	err = classify(err)
+	if err != nil && !errors.Is(err, ErrDriveGone) && o.Present != nil && !o.Present() {
+		return fmt.Errorf("%w: %w", ErrDriveGone, err)
+	}
+	return err
 }
 
 // classify marks an error that means the drive went away or failed as
@@ -276,7 +291,7 @@ func syncfs(dir string) error {
 // the page cache never holds much that the drive does not. A failed flush
 // cancels the restore with ErrDriveGone (or whatever classify makes of
 // it). The returned function stops it and returns that error.
-func flusher(ctx context.Context, cancel context.CancelCauseFunc, dir string, done *atomic.Int64, every int64) func() error {
+func flusher(ctx context.Context, cancel context.CancelCauseFunc, dir string, done *atomic.Int64, every int64, classify func(error) error) func() error {
 	stop := make(chan struct{})
 	finished := make(chan error, 1)
 	go func() {
@@ -360,7 +375,7 @@ func (o *Options) report(phase string, total int64, done func() int64) func(comp
 
 // verify reads every written file back from the drive, after dropping it
 // from the page cache, and compares size and hash.
-func verify(ctx context.Context, target string, files []writtenFile, workers int, done *atomic.Int64, rep *Report) error {
+func verify(ctx context.Context, target string, files []writtenFile, workers int, done *atomic.Int64, rep *Report, classify func(error) error) error {
 	r, err := os.OpenRoot(target)
 	if err != nil {
 		return err

@@ -272,16 +272,22 @@ func TestSymlinkOnDrive(t *testing.T) {
 }
 
 // TestDrivePulled takes the drive away in the middle of a restore: the
-// loop device's backing file is emptied and its capacity set to zero, so
-// every later read and write of the device fails as a pulled USB stick's
-// do. (Device-mapper's error target would do the same where the kernel
-// has it.) The restore ends with ErrDriveGone within seconds.
+// loop device shrinks to one sector at once, so every later read and write
+// of the device fails as a pulled USB stick's do. (Device-mapper's error
+// target would do the same where the kernel has it.) The restore ends with
+// ErrDriveGone within seconds.
 func TestDrivePulled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 160 MiB")
 	}
 	v := newVault(t, files(80, 4<<20, 4))
-	m, img := drive(t, 512<<20, "ext4")
+	for _, fstype := range []string{"ext4", "exfat", "vfat"} {
+		t.Run(fstype, func(t *testing.T) { pull(t, v, fstype) })
+	}
+}
+
+func pull(t *testing.T, v *vault, fstype string) {
+	m, _ := drive(t, 512<<20, fstype)
 	dev := m.Partition.Path
 	pulled := make(chan struct{})
 	var once sync.Once
@@ -289,6 +295,7 @@ func TestDrivePulled(t *testing.T) {
 	go func() {
 		_, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, m.Root(), "restore", todrive.Options{
 			Interval: 10 * time.Millisecond,
+			Present:  m.Present,
 			Progress: func(p todrive.Progress) {
 				if p.Done > 24<<20 {
 					once.Do(func() { close(pulled) })
@@ -304,12 +311,7 @@ func TestDrivePulled(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("no progress within 60s")
 	}
-	if err := os.Truncate(img, 0); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("losetup", "-c", dev).CombinedOutput(); err != nil {
-		t.Fatalf("losetup -c: %v: %s", err, out)
-	}
+	shrink(t, dev)
 	at := time.Now()
 	select {
 	case err := <-errc:
@@ -327,5 +329,27 @@ func TestDrivePulled(t *testing.T) {
 	unix.Stat(filepath.Dir(m.Root()), &b)
 	if a.Dev != b.Dev {
 		t.Error("the pulled drive is still mounted after Unmount")
+	}
+}
+
+// shrink makes the loop device dev one sector long, in one step: from then
+// on every read or write past that sector fails with EIO.
+func shrink(t *testing.T, dev string) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info.Sizelimit = 512
+	if err := unix.IoctlLoopSetStatus64(int(f.Fd()), info); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -38,7 +38,7 @@ func TestVerifyMismatch(t *testing.T) {
 	}
 	rep := &Report{}
 	var done atomic.Int64
-	if err := verify(context.Background(), dir, files, 2, &done, rep); err != nil {
+	if err := verify(context.Background(), dir, files, 2, &done, rep, classify); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
