@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -254,4 +255,66 @@ func TestSealedExportInterrupted(t *testing.T) {
 			t.Errorf("%s on an interrupted sealed export: exit %d\n%s%s", cmd[0], code, out, e)
 		}
 	}
+}
+
+// TestSealedExportExFAT writes a sealed export to an exFAT filesystem (the
+// kernel's, or exfat-fuse where the kernel has none), which has no
+// read-only mode bits worth the name and no immutable flag, and reads it
+// back from there.
+func TestSealedExportExFAT(t *testing.T) {
+	if os.Geteuid() != 0 {
+		needTool(t, "needs root to mount")
+	}
+	if _, err := exec.LookPath("mkfs.exfat"); err != nil {
+		needTool(t, "needs mkfs.exfat: apt-get install exfatprogs")
+	}
+	v := newSealedVault(t)
+	img := filepath.Join(t.TempDir(), "stick.img")
+	os.WriteFile(img, nil, 0o600)
+	// Reading the copy puts its index (a cache) on the drive: badger's logs
+	// take some 150 MiB.
+	os.Truncate(img, 512<<20)
+	if out, err := exec.Command("mkfs.exfat", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.exfat: %v\n%s", err, out)
+	}
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(mnt, 0o755)
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		needTool(t, "losetup: "+strings.TrimSpace(string(out)))
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	fsList, _ := os.ReadFile("/proc/filesystems")
+	if strings.Contains(string(fsList), "\texfat\n") {
+		if out, err := exec.Command("mount", "-t", "exfat", dev, mnt).CombinedOutput(); err != nil {
+			t.Fatalf("mount: %v\n%s", err, out)
+		}
+	} else {
+		if _, err := exec.LookPath("mount.exfat-fuse"); err != nil {
+			needTool(t, "no exfat in the kernel and no exfat-fuse: apt-get install exfat-fuse")
+		}
+		if out, err := exec.Command("mount.exfat-fuse", dev, mnt).CombinedOutput(); err != nil {
+			t.Fatalf("mount.exfat-fuse: %v\n%s", err, out)
+		}
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); !strings.Contains(string(b), " "+mnt+" ") {
+		t.Fatal("the exFAT filesystem is not mounted")
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	if code, _, e := v.main(v.st, "export", "db1/latest", "--to", mnt, "--sealed"); code != 0 {
+		t.Fatalf("sealed export to exFAT: %d %s", code, e)
+	}
+	if code, out, e := v.main(mnt, "verify"); code != 0 {
+		t.Fatalf("verify on exFAT: %d\n%s%s", code, out, e)
+	}
+	target := filepath.Join(t.TempDir(), "r")
+	if code, _, e := v.main(mnt, "restore", v.ids[0], "--target", target); code != 0 {
+		t.Fatalf("restore from exFAT: %d %s", code, e)
+	}
+	if d := fixture.Compare(v.src[0], filepath.Join(target, v.src[0])); len(d) > 0 {
+		t.Fatalf("restored from exFAT differs: %q", d[:min(5, len(d))])
+	}
+	out, _ = exec.Command("du", "-sh", filepath.Join(mnt, "index"), filepath.Join(mnt, "packs")).CombinedOutput()
+	t.Logf("on the drive after reading it:\n%s", out)
 }

@@ -136,10 +136,11 @@ func Sealed(ctx context.Context, s *store.Store, snaps []store.Snapshot, target 
 	if err := writeFile(filepath.Join(target, SealedReadme), []byte(sealedReadme(fp)), 0o644); err != nil {
 		return nil, err
 	}
-	dst, err := vfs.OS(target)
+	osfs, err := vfs.OS(target)
 	if err != nil {
 		return nil, err
 	}
+	dst := driveFS{osfs}
 	dirs := []string{"tmp", "state", "journal", "refs", "packs"}
 	for _, p := range packs {
 		dirs = append(dirs, path.Dir(p.Path()))
@@ -331,6 +332,20 @@ func copyPack(ctx context.Context, src, dst vfs.FS, p pack.ID, progress func(int
 		return n, "", fmt.Errorf("copy pack %s: %w", p, noSpace(err))
 	}
 	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// driveFS seals files where the drive's filesystem can, and goes on where
+// it cannot: FAT through a FUSE driver has no chmod, and no USB filesystem
+// but ext4 has the immutable flag. The copy's integrity rests on the hashes
+// its signed journal holds, not on the flags.
+type driveFS struct{ vfs.FS }
+
+func (d driveFS) Seal(name string) error {
+	err := d.FS.Seal(name)
+	if errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOTTY) {
+		return nil
+	}
+	return err
 }
 
 // filesPerRecord keeps a sealed-export record well under the 1 MiB cap.
