@@ -106,6 +106,11 @@ func (p *Ports) Mount(part Partition, dir string, readOnly bool) (*Mounted, erro
 	if n, err := sectors(p.Sys, path.Join("class/block", part.Name)); err == nil {
 		part.Size = n // what Present compares with
 	}
+	if part.FSType == "vfat" {
+		if err := p.checkFAT(part); err != nil {
+			return nil, fmt.Errorf("mount %s: %w (%v)", part.Name, ErrCorrupt, err)
+		}
+	}
 	var kind string
 	switch part.FSType {
 	case "vfat", "exfat":
@@ -125,6 +130,19 @@ func (p *Ports) Mount(part Partition, dir string, readOnly bool) (*Mounted, erro
 		return nil, fmt.Errorf("mount %s (%s) on %s: %w", part.Name, part.FSType, dir, err)
 	}
 	return &Mounted{Partition: part, FSType: part.FSType, ReadOnly: readOnly, dir: dir, sys: p.Sys, detach: detach}, nil
+}
+
+func (p *Ports) checkFAT(part Partition) error {
+	r, c, err := p.Open(part.Path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	b := make([]byte, 512)
+	if _, err := r.ReadAt(b, 0); err != nil {
+		return err
+	}
+	return checkFAT(b, part.Size)
 }
 
 // SystemMounter mounts with mount(2), and through a FUSE driver (fusefat,

@@ -202,6 +202,16 @@ func TestMountRefused(t *testing.T) {
 			_, err := f.WriteAt(junk, 4096)
 			return err
 		}, ErrCorrupt},
+		{"damaged exfat", []string{"mkfs.exfat"}, func(f *os.File) error {
+			// The boot region's checksum sector no longer matches.
+			_, err := f.WriteAt(make([]byte, 512), 11*512)
+			return err
+		}, ErrCorrupt},
+		{"damaged vfat", []string{"mkfs.vfat"}, func(f *os.File) error {
+			// No FATs, and no reserved sectors before them.
+			_, err := f.WriteAt([]byte{0, 0, 0}, 14)
+			return err
+		}, ErrCorrupt},
 		{"blank", nil, nil, ErrUnsupported},
 		{"ntfs", nil, func(f *os.File) error {
 			_, err := f.WriteAt([]byte("NTFS    "), 3)
@@ -209,6 +219,9 @@ func TestMountRefused(t *testing.T) {
 		}, ErrUnsupported},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			if strings.HasPrefix(c.name, "damaged ") {
+				canMount(t, strings.TrimPrefix(c.name, "damaged "))
+			}
 			img, name := loopImage(t, 32<<20, c.mkfs...)
 			if c.damage != nil {
 				f, err := os.OpenFile("/dev/"+name, os.O_WRONLY, 0)

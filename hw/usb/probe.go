@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"unicode"
@@ -82,6 +83,38 @@ func isFAT(b []byte) bool {
 		return false
 	}
 	return strings.HasPrefix(string(b[54:62]), "FAT1") || string(b[82:90]) == "FAT32   "
+}
+
+// checkFAT checks the geometry in a FAT boot sector that Probe took for
+// vfat against itself and the device's size. The kernel does the same;
+// a FUSE driver may not, and a hostile stick should meet one refusal
+// whichever driver mounts it.
+func checkFAT(b []byte, size int64) error {
+	bps := int64(binary.LittleEndian.Uint16(b[11:]))
+	reserved := binary.LittleEndian.Uint16(b[14:])
+	fats := b[16]
+	total := int64(binary.LittleEndian.Uint16(b[19:]))
+	if total == 0 {
+		total = int64(binary.LittleEndian.Uint32(b[32:]))
+	}
+	perFAT := int64(binary.LittleEndian.Uint16(b[22:]))
+	fat32 := string(b[82:90]) == "FAT32   "
+	if fat32 {
+		perFAT = int64(binary.LittleEndian.Uint32(b[36:]))
+	}
+	switch {
+	case reserved == 0:
+		return errors.New("no reserved sectors")
+	case fats == 0 || fats > 4:
+		return fmt.Errorf("%d FATs", fats)
+	case total == 0 || size > 0 && total*bps > size:
+		return fmt.Errorf("%d sectors of %d bytes on a device of %d bytes", total, bps, size)
+	case perFAT == 0 || int64(reserved)+int64(fats)*perFAT >= total:
+		return fmt.Errorf("FATs of %d sectors do not fit in %d", perFAT, total)
+	case fat32 && binary.LittleEndian.Uint32(b[44:]) < 2:
+		return errors.New("no root directory cluster")
+	}
+	return nil
 }
 
 func fatLabel(b []byte) string {

@@ -228,7 +228,9 @@ func FuzzProbe(f *testing.F) {
 	f.Add(fat32("STICK"))
 	f.Add(make([]byte, 2048))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		Probe(bytes.NewReader(b))
+		if typ, _, _ := Probe(bytes.NewReader(b)); typ == "vfat" {
+			checkFAT(b, int64(len(b)))
+		}
 	})
 }
 
