@@ -201,7 +201,16 @@ func pullOnce(ctx context.Context, s *store.Store, src *config.Source, o Options
 	if o.Progress != nil {
 		o.Progress(src.Name, w.Progress())
 	}
-	root, paths, err := p(withClock(ctx, o.Clock), conn.client, src, w, log)
+	pctx := withClock(ctx, o.Clock)
+	if src.Kind == config.KindSFTP {
+		base, err := latestSnapshot(s, src.Name)
+		if err != nil {
+			w.Abort()
+			return nil, err
+		}
+		pctx = context.WithValue(pctx, resumeBaseKey{}, base)
+	}
+	root, paths, err := p(pctx, conn.client, src, w, log)
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -218,6 +227,29 @@ func pullOnce(ctx context.Context, s *store.Store, src *config.Source, o Options
 }
 
 type clockKey struct{}
+
+// resumeBaseKey holds, for an SFTP pull, the id of the source's latest
+// snapshot (see resume.go).
+type resumeBaseKey struct{}
+
+// latestSnapshot is the id of source's latest snapshot, or "".
+func latestSnapshot(s *store.Store, source string) (string, error) {
+	all, err := s.Snapshots()
+	if err != nil {
+		return "", fmt.Errorf("list snapshots: %w", err)
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].Source == source {
+			return all[i].ID, nil
+		}
+	}
+	return "", nil
+}
+
+func resumeBase(ctx context.Context) string {
+	b, _ := ctx.Value(resumeBaseKey{}).(string)
+	return b
+}
 
 // withClock hands Run's clock to Pullers, whose signature has no room for it.
 func withClock(ctx context.Context, clock func() time.Time) context.Context {

@@ -86,7 +86,7 @@ func pullSFTP(ctx context.Context, c *ssh.Client, src *config.Source, w *store.W
 		sess.Close()
 		go cl.Close()
 	}()
-	k := &sftpWalk{ctx: ctx, cl: cl, g: g, w: w, log: log, sem: make(chan struct{}, sftpFiles)}
+	k := &sftpWalk{ctx: ctx, cl: cl, g: g, w: w, log: log, sem: make(chan struct{}, sftpFiles), base: resumeBase(ctx)}
 	return k.run(src.Paths)
 }
 
@@ -100,6 +100,9 @@ type sftpWalk struct {
 	w   *store.Writer
 	log *slog.Logger
 	sem chan struct{}
+	// base is the source's latest snapshot id: what resuming a file
+	// stored half-way is keyed on.
+	base string
 }
 
 // fatal returns the error that ends the pull when err is not a refusal of
@@ -414,13 +417,25 @@ func (k *sftpWalk) file(p string, e *tree.Entry) error {
 	if e.Size < math.MaxInt64 {
 		size = int64(e.Size)
 	}
-	r := &sourceReader{r: io.NewSectionReader(f, 0, size)}
-	if size > sftpStreamFrom {
-		stream := streamSFTP(f, size)
+	// What a pull cut off stored of it is not read again (see resume.go).
+	have, from, err := resumePoint(k.w, k.base, p, e.Size, e.MtimeSec)
+	if err != nil {
+		return fmt.Errorf("resume %s: %w", p, err)
+	}
+	if from > 0 {
+		k.log.Info("resuming a file", "path", p, "offset", from, "size", e.Size)
+		k.w.Progress().Bytes.Add(int64(from))
+	}
+	r := &sourceReader{r: io.NewSectionReader(f, int64(from), size-int64(from))}
+	if size-int64(from) > sftpStreamFrom {
+		if _, err := f.Seek(int64(from), io.SeekStart); err != nil {
+			return fmt.Errorf("seek %s: %w", p, err)
+		}
+		stream := streamSFTP(f, size-int64(from))
 		defer stream.stop()
 		r.r = stream
 	}
-	err = k.w.Content(r, e)
+	err = storeFrom(k.w, r, e, k.base, p, e.MtimeSec, have, from)
 	if err == nil {
 		return nil
 	}

@@ -333,3 +333,74 @@ func TestLimitWriter(t *testing.T) {
 		}
 	}
 }
+
+// An SFTP pull cut off in the middle of a large file keeps what it stored,
+// and the next pull reads that file from where the stored chunks end: the
+// source sends about the rest.
+func TestSFTPPullResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("64 MB tree")
+	}
+	s, dir := newStoreAt(t, 1<<20)
+	src := filepath.Join(t.TempDir(), "src")
+	sizes := []int{48 << 20, 8 << 20, 8 << 20}
+	randomTree(t, src, 5, sizes...)
+	truncateTimes(t, src) // SFTP gives whole seconds
+	total := sum(sizes)
+	h := sshtest.Start(t, sshtest.Options{AuthorizedKeys: []string{keyLine(s, "restrict")}, SFTPReadOnly: true})
+	cfg := &config.Config{Path: "test.toml", Sources: []config.Source{sourceFor(t, h, "cut", config.KindSFTP)}}
+	cfg.Sources[0].Paths = []string{src}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tx := h.SourceTxBytes()
+	done := make(chan []Result, 1)
+	go func() { done <- Run(ctx, s, cfg, "", Options{Log: testLog(t)}) }()
+	packs := filepath.Join(dir, "packs")
+	var res []Result
+wait:
+	for {
+		select {
+		case res = <-done:
+			break wait
+		case <-time.After(5 * time.Millisecond):
+			if dirBytes(t, packs) >= total*2/5 {
+				cancel()
+			}
+		}
+	}
+	sent1 := h.SourceTxBytes() - tx
+	if res[0].Err == nil {
+		t.Fatal("the pull finished before it was cut off")
+	}
+	kept := dirBytes(t, packs)
+	if n := len(snapshots(t, s)); n != 0 {
+		t.Fatalf("%d snapshots after a pull that was cut off", n)
+	}
+	t.Logf("cut off: %v; the source had sent %d bytes, %d bytes are in sealed packs", res[0].Err, sent1, kept)
+
+	tx = h.SourceTxBytes()
+	res = Run(context.Background(), s, cfg, "", Options{Log: testLog(t)})
+	if res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	sent2 := h.SourceTxBytes() - tx
+	t.Logf("the next pull: the source sent %d bytes of a %d-byte tree", sent2, total)
+	if rest := total - kept; sent2 > uint64(rest+total/10) {
+		t.Errorf("the next pull moved %d bytes; %d were not stored yet", sent2, rest)
+	}
+	target := restoreSnap(t, s, res[0].Snapshot, src)
+	if d := compareTree(t, src, target); len(d) > 0 {
+		t.Fatalf("restored tree differs from the source:\n%s", strings.Join(d, "\n"))
+	}
+	verifyClean(t, s)
+
+	// A completed pull reads everything again.
+	tx = h.SourceTxBytes()
+	if res = Run(context.Background(), s, cfg, "", Options{Log: testLog(t)}); res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	if sent3 := h.SourceTxBytes() - tx; sent3 < uint64(total) {
+		t.Errorf("a pull after a completed one moved %d bytes of %d", sent3, total)
+	}
+}

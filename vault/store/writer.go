@@ -39,6 +39,7 @@ type Writer struct {
 	mu        sync.Mutex
 	cache     map[string][]byte
 	srcChunks map[string][]byte
+	partial   map[string][]byte // source chunk map entries for Abort only
 	srcOnce   sync.Once
 	srcPrefix []byte // see sourceKey
 	knownPack map[pack.ID]bool
@@ -68,7 +69,7 @@ func (s *Store) NewWriter(ctx context.Context, source string, o WriterOptions) (
 		return nil, err
 	}
 	w := &Writer{s: s, source: source, start: s.now(), prog: o.Progress, warnFn: o.Warn,
-		cache: map[string][]byte{}, srcChunks: map[string][]byte{}, knownPack: known}
+		cache: map[string][]byte{}, srcChunks: map[string][]byte{}, partial: map[string][]byte{}, knownPack: known}
 	if w.prog == nil {
 		w.prog = &Progress{}
 	}
@@ -231,6 +232,10 @@ func (w *Writer) keepSourceChunks() {
 	w.mu.Lock()
 	m := w.srcChunks
 	w.srcChunks = map[string][]byte{}
+	for k, v := range w.partial {
+		m[k] = v
+	}
+	w.partial = map[string][]byte{}
 	w.mu.Unlock()
 	kept := make(map[string][]byte, len(m))
 	for k, v := range m {
@@ -324,6 +329,19 @@ func (w *Writer) RememberSourceChunk(h [32]byte, ref tree.ChunkRef) {
 	defer w.mu.Unlock()
 	if len(w.srcChunks) < maxCachePending {
 		w.srcChunks[string(w.sourceKey(h))] = v
+	}
+}
+
+// RememberPartial records, like RememberSourceChunk, that this source's
+// chunk h is ref, but for a pull cut off only: Abort writes it, Commit
+// does not. The SFTP source names with h where in a file a chunk starts,
+// so that a file read half-way is not read again from its start.
+func (w *Writer) RememberPartial(h [32]byte, ref tree.ChunkRef) {
+	v := binary.AppendUvarint(append(make([]byte, 0, 42), ref.ID[:]...), ref.Length)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.partial) < maxCachePending {
+		w.partial[string(w.sourceKey(h))] = v
 	}
 }
 
