@@ -200,6 +200,13 @@ func TestSealedExportTampered(t *testing.T) {
 			os.WriteFile(p, b, 0o644)
 		},
 		"pack removed": func(d string) { os.Remove(filepath.Join(d, rel(packs[0]))) },
+		"pack added": func(d string) {
+			b, _ := os.ReadFile(packs[0])
+			fan := filepath.Base(filepath.Dir(packs[0]))
+			if err := os.WriteFile(filepath.Join(d, "packs", fan, fan+"112233445566778899aabbccddeeff.pack"), b, 0o444); err != nil {
+				t.Fatal(err)
+			}
+		},
 		"journal record": func(d string) {
 			p := filepath.Join(d, rel(records[len(records)-1]))
 			b, _ := os.ReadFile(p)

@@ -182,6 +182,8 @@ func (s *Store) Verify(ctx context.Context, deep *Reader, progress VerifyProgres
 		v.Packs++
 		if want, ok := signed[id.Path()]; ok && seal.Hash(b) != want {
 			v.add(Problem{Pack: id.String(), Message: "differs from the pack the sealed export signed", Snapshots: v.packSnaps[id]})
+		} else if !ok && len(signed) > 0 {
+			v.add(Problem{Pack: id.String(), Message: "is not one of the packs the sealed export signed"})
 		}
 		res := pack.Scan(id, b)
 		offs := make(map[uint64][32]byte, len(res.Entries))
