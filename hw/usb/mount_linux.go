@@ -161,7 +161,7 @@ func (SystemMounter) Mount(dev, dir, fstype string, readOnly bool) (func() error
 	var data string
 	switch fstype {
 	case "vfat":
-		data = "utf8,shortname=mixed,flush"
+		data = "utf8,shortname=mixed"
 	case "ext4":
 		data = "errors=remount-ro"
 		if readOnly {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"math"
 	"strings"
 
 	"drawbridge/vault/tree"
@@ -28,10 +29,19 @@ func (s Size) OnDisk(bsize int64) int64 {
 	}
 	var n int64
 	for _, sz := range s.sizes {
-		n += (sz + bsize - 1) / bsize * bsize
+		n = satAdd(n, (sz+bsize-1)/bsize*bsize)
 	}
-	n += (s.Dirs + s.Other) * bsize
-	return n + n/100 + 4<<20
+	n = satAdd(n, (s.Dirs+s.Other)*bsize)
+	return satAdd(satAdd(n, n/100), 4<<20)
+}
+
+// satAdd adds two non-negative sizes, stopping at the largest int64: a
+// hostile tree's sizes must not wrap around into a small number.
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // Measure walks the subtree at subpath of the snapshot tree root and adds
@@ -99,7 +109,7 @@ func (s *Size) add(e *tree.Entry) {
 	case tree.File:
 		sz := int64(min(e.Size, 1<<62))
 		s.Files++
-		s.Bytes += sz
+		s.Bytes = satAdd(s.Bytes, sz)
 		s.sizes = append(s.sizes, sz)
 	case tree.Dir:
 		s.Dirs++

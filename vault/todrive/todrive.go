@@ -13,9 +13,15 @@
 //
 // The console calls it with a drive mounted by hw/usb:
 //
-//	m, _ := ports.Mount(part, dir, false)
-//	rep, err := todrive.Restore(ctx, reader, root, subpath, m.Root(), "drawbridge-restore-…", todrive.Options{Progress: show})
-//	switch { case errors.Is(err, todrive.ErrDriveGone): …; case errors.Is(err, todrive.ErrNoSpace): … }
+//	m, err := ports.Mount(part, dir, false)
+//	rep, err := todrive.Restore(ctx, reader, root, subpath, m.Root(), "drawbridge-restore-…",
+//		todrive.Options{Progress: show, Present: m.Present})
+//	switch {
+//	case errors.Is(err, todrive.ErrDriveGone): // "the drive was pulled out: what is on it is incomplete"
+//	case errors.Is(err, todrive.ErrNoSpace):   // err names both sizes
+//	case errors.Is(err, todrive.ErrVerify):    // rep.Mismatches lists the files
+//	}
+//	// rep.Damaged: snapshot damage; rep.Skipped: what the drive's filesystem refused
 //	m.Unmount()
 //
 // The directory name is a single path component created exclusively
@@ -72,10 +78,10 @@ const (
 
 // Progress is one report on a running restore.
 type Progress struct {
-	Phase string // PhaseWrite, then PhaseVerify
-	Done  int64  // bytes written, or read back, so far
-	Total int64  // bytes of the phase
-	Rate  float64
+	Phase string        // PhaseWrite, then PhaseVerify
+	Done  int64         // bytes written, or read back, so far
+	Total int64         // bytes of the phase
+	Rate  float64       // bytes per second since the phase started
 	ETA   time.Duration // time left in this phase at Rate; 0 when unknown
 }
 
@@ -111,15 +117,15 @@ type Mismatch struct {
 
 // Report says what a restore to a drive did.
 type Report struct {
-	restore.Report
-	Dir            string // the restore directory on the drive
-	Needed, Free   int64  // the space check: bytes needed (estimate) and free before starting
-	Verified       int64  // files read back identical
-	VerifiedBytes  int64
-	Mismatches     []Mismatch // sorted by Path
-	WriteSeconds   float64
-	VerifySeconds  float64
-	FilesToRestore int64
+	restore.Report            // what was written, snapshot damage, what the drive refused
+	Dir            string     // the restore directory on the drive
+	Size           Size       // what the snapshot's trees said would be written
+	Needed, Free   int64      // the space check: bytes needed (estimate) and free before starting
+	Verified       int64      // files read back identical
+	VerifiedBytes  int64      // their bytes
+	Mismatches     []Mismatch // files that read back differently, sorted by Path
+	WriteSeconds   float64    // writing, with the flushes
+	VerifySeconds  float64    // reading back
 }
 
 // Restore writes the subtree at subpath of the snapshot tree root into a
@@ -156,7 +162,7 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 		return nil, fmt.Errorf("restore to drive: %w", err)
 	}
 	need := size.OnDisk(bsize)
-	rep := &Report{Needed: need, Free: free, FilesToRestore: size.Files}
+	rep := &Report{Size: size, Needed: need, Free: free}
 	if need > free {
 		return rep, fmt.Errorf("%w: the restore needs about %s (%d files, %s of data), the drive has %s free",
 			ErrNoSpace, human(need), size.Files, human(size.Bytes), human(free))

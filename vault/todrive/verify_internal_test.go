@@ -70,3 +70,15 @@ func TestClassify(t *testing.T) {
 		t.Errorf("classify(EACCES) = %v", got)
 	}
 }
+
+// TestOnDiskHostile: sizes a hostile tree claims add up without wrapping
+// into a small number that would pass the space check.
+func TestOnDiskHostile(t *testing.T) {
+	s := Size{Files: 4, sizes: []int64{1 << 62, 1 << 62, 1 << 62, 1 << 62}, Bytes: 1<<63 - 1}
+	if n := s.OnDisk(4096); n < 1<<62 {
+		t.Errorf("OnDisk = %d", n)
+	}
+	if n := (Size{Files: 1, sizes: []int64{1}}).OnDisk(32 << 10); n < 32<<10 {
+		t.Errorf("a 1-byte file on 32 KiB clusters: OnDisk = %d", n)
+	}
+}
