@@ -353,3 +353,33 @@ func shrink(t *testing.T, dev string) {
 		t.Fatal(err)
 	}
 }
+
+// TestRestorePart restores one file, then one directory, of a snapshot
+// into a plain directory standing in for the drive (no root needed).
+func TestRestorePart(t *testing.T) {
+	v := newVault(t, files(8, 10000, 5))
+	stick := t.TempDir()
+	rep, err := todrive.Restore(context.Background(), v.r, v.root, v.sub+"/dir1/file001.bin", stick, "one", todrive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(filepath.Join(v.src, "dir1/file001.bin"))
+	got, err := os.ReadFile(filepath.Join(stick, "one", "file001.bin"))
+	if err != nil || !bytes.Equal(got, want) || rep.Verified != 1 || rep.Size.Files != 1 {
+		t.Errorf("one file: %v, verified %d, size %+v", err, rep.Verified, rep.Size)
+	}
+	rep, err = todrive.Restore(context.Background(), v.r, v.root, v.sub+"/dir2", stick, "dir", todrive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, filepath.Join(v.src, "dir2"), filepath.Join(stick, "dir"))
+	if rep.Verified != 2 || rep.Size.Files != 2 {
+		t.Errorf("dir2: verified %d, size %+v", rep.Verified, rep.Size)
+	}
+	if _, err := todrive.Restore(context.Background(), v.r, v.root, v.sub+"/nothing", stick, "none", todrive.Options{}); err == nil {
+		t.Error("a missing path restored")
+	}
+	if _, err := os.Lstat(filepath.Join(stick, "none")); err == nil {
+		t.Error("a missing path left a directory on the drive")
+	}
+}
