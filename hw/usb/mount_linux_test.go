@@ -3,12 +3,14 @@ package usb
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -284,5 +286,67 @@ func TestSymlinkOutside(t *testing.T) {
 		if b, err := root.ReadFile(n); err == nil {
 			t.Errorf("%s read through the stick's symlink: %q", n, b)
 		}
+	}
+}
+
+// TestFormatPartitioned: a stick with an MBR partition table and a FAT
+// partition is listed with that partition; Format leaves one filesystem
+// on the whole drive and the old partition is gone.
+func TestFormatPartitioned(t *testing.T) {
+	if _, err := lookTool("mkfs.vfat"); err != nil {
+		need(t, "needs mkfs.vfat: apt-get install dosfstools")
+	}
+	if _, err := lookTool("mkfs.exfat"); err != nil {
+		need(t, "needs mkfs.exfat: apt-get install exfatprogs")
+	}
+	if os.Geteuid() != 0 {
+		need(t, "needs root for loop devices")
+	}
+	img := filepath.Join(t.TempDir(), "stick.img")
+	const size = 64 << 20
+	mbr := make([]byte, 512)
+	e := mbr[446:]
+	e[4] = 0x0C // FAT32 with LBA
+	binary.LittleEndian.PutUint32(e[8:], 2048)
+	binary.LittleEndian.PutUint32(e[12:], size/512-2048)
+	mbr[510], mbr[511] = 0x55, 0xAA
+	if err := os.WriteFile(img, mbr, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(img, size)
+	out, err := exec.Command("losetup", "-f", "-P", "--show", img).Output()
+	if err != nil {
+		need(t, "losetup -P: "+err.Error())
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	part := "/sys/class/block/" + filepath.Base(dev) + "p1"
+	for i := 0; ; i++ {
+		if _, err := os.Stat(part); err == nil {
+			break
+		}
+		if i == 40 {
+			// Not a package to install: the kernel was built without
+			// MBR partition tables (a minimal VM kernel).
+			t.Skip("the kernel found no partition on a loop device with an MBR: no CONFIG_MSDOS_PARTITION")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, err := exec.Command("mkfs.vfat", "-n", "OLD", dev+"p1").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.vfat %sp1: %v\n%s", dev, err, out)
+	}
+	p := testPorts()
+	name := filepath.Base(dev)
+	d := loopDrive(t, p, name)
+	if len(d.Partitions) != 1 || d.Partitions[0].Name != name+"p1" || d.Partitions[0].FSType != "vfat" ||
+		d.Partitions[0].Label != "OLD" || d.Partitions[0].Size != size-2048*512 {
+		t.Fatalf("partitions %+v", d.Partitions)
+	}
+	if err := p.Format(context.Background(), d, "exfat", "NEW", d.Confirmation()); err != nil {
+		t.Fatal(err)
+	}
+	d = loopDrive(t, p, name)
+	if len(d.Partitions) != 1 || d.Partitions[0].Name != name || d.Partitions[0].FSType != "exfat" || d.Partitions[0].Label != "NEW" {
+		t.Fatalf("after formatting: %+v", d.Partitions)
 	}
 }
