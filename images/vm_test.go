@@ -16,8 +16,9 @@
 //     a *vm; QEMU is killed when the test ends and the serial console is
 //     logged when it failed;
 //   - v.waitFor(s, timeout) waits for a console line, or a prompt still
-//     without its newline, containing s; v.has(s), v.linesMatching(s) and
-//     v.console() look at what was said;
+//     without its newline, containing s; v.waitForAny(timeout, s...) for
+//     the first of several; v.has(s), v.linesMatching(s) (whole lines
+//     only) and v.console() look at what was said;
 //   - v.typeLine(s) types s and enter on the serial console;
 //   - v.qmp(cmd) runs a QMP command; v.sawEvent(name) tells whether QEMU
 //     sent that event (WATCHDOG, RESET, SHUTDOWN …); v.powerButton() is
@@ -387,36 +388,53 @@ func (v *vm) console() string {
 // the awaited event prints.
 func (v *vm) waitFor(s string, timeout time.Duration) float64 {
 	v.t.Helper()
-	secs, err := v.await(s, timeout)
+	_, secs, err := v.await(timeout, s)
 	if err != nil {
 		v.t.Fatal(err)
 	}
 	return secs
 }
 
-func (v *vm) await(s string, timeout time.Duration) (float64, error) {
+// waitForAny waits for the first of several strings, as waitFor does,
+// and returns which one came.
+func (v *vm) waitForAny(timeout time.Duration, s ...string) int {
+	v.t.Helper()
+	i, _, err := v.await(timeout, s...)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return i
+}
+
+func (v *vm) await(timeout time.Duration, ss ...string) (int, float64, error) {
 	deadline := time.Now().Add(timeout)
 	timer := time.AfterFunc(timeout, func() { v.mu.Lock(); v.cond.Broadcast(); v.mu.Unlock() })
 	defer timer.Stop()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	seen := 0
+	what := strings.Join(ss, `" or "`)
 	for {
 		for ; seen < len(v.lines); seen++ {
-			if strings.Contains(v.lines[seen], s) {
-				var secs float64
-				fmt.Sscanf(v.lines[seen], "%f", &secs)
-				return secs, nil
+			for i, s := range ss {
+				if strings.Contains(v.lines[seen], s) {
+					var secs float64
+					fmt.Sscanf(v.lines[seen], "%f", &secs)
+					return i, secs, nil
+				}
 			}
 		}
-		if strings.Contains(ansi.ReplaceAllString(v.partial, ""), s) {
-			return time.Since(v.start).Seconds(), nil
+		partial := ansi.ReplaceAllString(v.partial, "")
+		for i, s := range ss {
+			if strings.Contains(partial, s) {
+				return i, time.Since(v.start).Seconds(), nil
+			}
 		}
 		if v.eof {
-			return 0, fmt.Errorf("QEMU exited before the console said %q", s)
+			return -1, 0, fmt.Errorf("QEMU exited before the console said %q", what)
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the console did not say %q within %v", s, timeout)
+			return -1, 0, fmt.Errorf("the console did not say %q within %v", what, timeout)
 		}
 		v.cond.Wait()
 	}
@@ -737,20 +755,22 @@ func TestFirstBoot(t *testing.T) {
 	formatted := v.waitFor("drawbridge: boot: format: ok", 5*time.Minute)
 	t.Logf("mke2fs of a 1 GiB disk: %.1fs", formatted-asked)
 	v.waitFor("drawbridge: boot: store: no store at /data/store", time.Minute)
+	// The prompt is written before echo is turned off: a person is slower
+	// than that, the test waits.
 	v.waitFor("Restore passphrase:", time.Minute)
+	time.Sleep(2 * time.Second)
 	v.typeLine(vmPassphrase)
 	v.waitFor("Repeat it:", time.Minute)
+	time.Sleep(2 * time.Second)
 	v.typeLine(vmPassphrase)
 	v.waitFor("drawbridge: boot: store: store made at /data/store", 2*time.Minute)
 	// With no USB stick to import a configuration from, ctrl-c goes on
 	// without one (a drawbridge without config import says so itself).
-	v.waitFor("drawbridge: boot: config: ", time.Minute)
-	if v.has("drawbridge: boot: config: no configuration at /data/drawbridge.toml: importing one") {
-		time.Sleep(3 * time.Second)
+	importing := "drawbridge: boot: config: no configuration at /data/drawbridge.toml: importing one"
+	if v.waitForAny(time.Minute, importing, "drawbridge: the configuration must be imported") == 0 {
+		v.waitFor("Waiting for a USB drive", time.Minute)
 		io.WriteString(v.stdin, "\x03")
 		v.waitFor("drawbridge: boot: config: failed: ", time.Minute)
-	} else {
-		v.waitFor("drawbridge: the configuration must be imported", time.Minute)
 	}
 	ready := v.waitFor("drawbridge: ready", 2*time.Minute)
 	v.logTimes(ready)
