@@ -135,6 +135,15 @@ func Delay(n int) time.Duration {
 	return min(time.Second<<(n-1), time.Minute)
 }
 
+// Pending returns the refusals in a row so far and how long the next check
+// will wait because of them, for a person to be told before typing.
+func (g *Guard) Pending() (refusals int, wait time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := g.refusals()
+	return n, Delay(n)
+}
+
 // Check accepts the admin passphrase or refuses it with ErrWrong (journaled,
 // and counted for the delay). With none set it returns ErrNotSet.
 func (g *Guard) Check(ctx context.Context, pass []byte) error {

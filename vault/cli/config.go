@@ -159,6 +159,9 @@ func configImport(ctx context.Context, c *call, current string) error {
 		if err != nil {
 			return err
 		}
+		if n, wait := g.Pending(); wait > 0 {
+			fmt.Fprintf(c.env.Stderr, "Checking in %v: %d wrong admin passphrases in a row.\n", wait, n)
+		}
 		if !set {
 			if err := g.Set(ctx, nil, pass); err != nil {
 				return err

@@ -149,10 +149,12 @@ func cmdExportSealed(ctx context.Context, c *call) error {
 			snaps = append(snaps, *sn)
 		}
 	}
-	var total int64
-	var done atomic.Int64
-	b := startBar(c.env.Stderr, c.quiet(), "export", done.Load, func() int64 { return total }, nil)
-	rep, err := export.Sealed(ctx, s, snaps, to, export.SealedOptions{Progress: func(n int64) { done.Add(n) }})
+	var done, total atomic.Int64
+	b := startBar(c.env.Stderr, c.quiet(), "export", done.Load, total.Load, nil)
+	rep, err := export.Sealed(ctx, s, snaps, to, export.SealedOptions{
+		Progress: func(n int64) { done.Add(n) },
+		Total:    func(n int64) { total.Store(n) },
+	})
 	b.finish()
 	if err != nil {
 		if errors.Is(err, export.ErrTargetNotEmpty) {

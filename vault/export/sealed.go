@@ -42,6 +42,7 @@ const MaxSealedSnapshots = 4096
 type SealedOptions struct {
 	Now      func() time.Time
 	Progress func(n int64) // pack bytes copied; may be nil
+	Total    func(n int64) // told the pack bytes to copy, before copying; may be nil
 }
 
 // SealedReport says what a sealed export wrote.
@@ -156,6 +157,15 @@ func Sealed(ctx context.Context, s *store.Store, snaps []store.Snapshot, target 
 		}
 	}
 
+	if o.Total != nil {
+		var total int64
+		for _, p := range packs {
+			if fi, err := src.Stat(p.Path()); err == nil {
+				total += fi.Size()
+			}
+		}
+		o.Total(total)
+	}
 	rep := &SealedReport{Dir: target, Snapshots: order, Packs: len(packs)}
 	files := map[string]string{} // name → hex H, for the sealed-export record
 	for _, p := range packs {
