@@ -59,7 +59,7 @@ var (
 	// ErrDriveGone: the drive stopped answering (pulled out, or failing):
 	// an I/O error, the device gone, or its filesystem turned read-only
 	// after errors. What is on it is incomplete.
-	ErrDriveGone = errors.New("the drive went away or failed while writing to it")
+	ErrDriveGone = errors.New("the drive went away or failed; what is on it is incomplete")
 	// ErrNoSpace: the drive has too little room, found before writing or
 	// when it filled up.
 	ErrNoSpace = errors.New("not enough free space on the drive")

@@ -282,11 +282,13 @@ func TestDrivePulled(t *testing.T) {
 	}
 	v := newVault(t, files(80, 4<<20, 4))
 	for _, fstype := range []string{"ext4", "exfat", "vfat"} {
-		t.Run(fstype, func(t *testing.T) { pull(t, v, fstype) })
+		t.Run(fstype, func(t *testing.T) { pull(t, v, fstype, todrive.PhaseWrite) })
 	}
+	t.Run("ext4 while verifying", func(t *testing.T) { pull(t, v, "ext4", todrive.PhaseVerify) })
 }
 
-func pull(t *testing.T, v *vault, fstype string) {
+// pull takes the drive away once the restore is into phase.
+func pull(t *testing.T, v *vault, fstype, phase string) {
 	m, _ := drive(t, 512<<20, fstype)
 	dev := m.Partition.Path
 	pulled := make(chan struct{})
@@ -297,7 +299,7 @@ func pull(t *testing.T, v *vault, fstype string) {
 			Interval: 10 * time.Millisecond,
 			Present:  m.Present,
 			Progress: func(p todrive.Progress) {
-				if p.Done > 24<<20 {
+				if p.Phase == phase && p.Done > 24<<20 && p.Done < p.Total {
 					once.Do(func() { close(pulled) })
 				}
 			},
