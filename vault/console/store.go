@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -64,6 +65,8 @@ type StoreBackend struct {
 	seenSnap   []store.Snapshot
 	seenTail   []journal.Record
 	seenVerify *journal.Record
+	scanAt     time.Time     // when the journal was last read whole
+	scanTook   time.Duration // and how long that took
 }
 
 func (b *StoreBackend) now() time.Time {
@@ -105,23 +108,37 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 	st.Packs, st.PackBytes = packUsage(filepath.Join(b.Dir, "packs"))
 	b.mu.Lock()
 	last, _ := s.Journal().Last()
-	if last != 0 && last == b.seen {
+	// Reading the journal again costs time in proportion to its length:
+	// while records keep coming (a window), it is read at most every
+	// scanPause times what the last reading took, and the screen shows the
+	// previous reading meanwhile.
+	fresh := last != 0 && last == b.seen
+	resting := b.seen != 0 && time.Since(b.scanAt) < scanPause*b.scanTook
+	if fresh || resting {
 		st.Snapshots, st.Journal, st.LastVerify = b.seenSnap, b.seenTail, b.seenVerify
 		b.mu.Unlock()
 		return st
 	}
 	b.mu.Unlock()
-	snaps, err := s.Snapshots()
-	st.Snapshots = snaps
-	if err != nil {
-		st.SnapErr = err.Error()
-	}
+	start := time.Now()
+	// One pass for the snapshot list, the newest records and the last
+	// verify.
+	var snaps []store.Snapshot
 	var tail []journal.Record
 	var lastVerify *journal.Record
-	err = s.Journal().Scan(func(r journal.Record) error {
-		if r.Type == RecordVerify {
+	err := s.Journal().Scan(func(r journal.Record) error {
+		switch r.Type {
+		case RecordVerify:
 			r := r
 			lastVerify = &r
+		case "snapshot":
+			var sn store.Snapshot
+			if err := json.Unmarshal(r.Data, &sn); err != nil {
+				st.SnapErr = fmt.Sprintf("journal record %d: bad snapshot data: %v", r.Seq, err)
+				return nil
+			}
+			sn.Seq = r.Seq
+			snaps = append(snaps, sn)
 		}
 		r.Data = nil
 		tail = append(tail, r)
@@ -130,17 +147,22 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 		}
 		return ctx.Err()
 	})
-	st.Journal, st.LastVerify = tail, lastVerify
+	st.Snapshots, st.Journal, st.LastVerify = snaps, tail, lastVerify
 	if err != nil {
 		st.JournalErr = "journal: " + err.Error()
 	}
 	if st.SnapErr == "" && st.JournalErr == "" {
 		b.mu.Lock()
 		b.seen, b.seenSnap, b.seenTail, b.seenVerify = last, snaps, tail, lastVerify
+		b.scanAt, b.scanTook = time.Now(), time.Since(start)
 		b.mu.Unlock()
 	}
 	return st
 }
+
+// scanPause is how many times the last reading of the journal the status
+// waits before reading it again.
+const scanPause = 4
 
 // packUsage counts the pack files under dir and the bytes they hold on disk.
 func packUsage(dir string) (n int, size int64) {
