@@ -350,3 +350,43 @@ func TestFormatPartitioned(t *testing.T) {
 		t.Fatalf("after formatting: %+v", d.Partitions)
 	}
 }
+
+// TestWatchLoop watches the real sysfs while a loop device (standing in
+// for a stick) is attached and detached.
+func TestWatchLoop(t *testing.T) {
+	if os.Geteuid() != 0 {
+		need(t, "needs root for loop devices")
+	}
+	p := testPorts()
+	p.Poll = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := p.Watch(ctx)
+	<-ch
+	_, name := loopImage(t, 32<<20, "mke2fs", "-q", "-F", "-t", "ext4", "-L", "WATCHED")
+	wait := func(present bool) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case drives := <-ch:
+				found := false
+				for _, d := range drives {
+					if d.Name == name && len(d.Partitions) == 1 && d.Partitions[0].Label == "WATCHED" {
+						found = true
+					}
+				}
+				if found == present {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("%s present=%v not seen within 10s", name, present)
+			}
+		}
+	}
+	wait(true)
+	if out, err := exec.Command("losetup", "-d", "/dev/"+name).CombinedOutput(); err != nil {
+		t.Fatalf("losetup -d: %v: %s", err, out)
+	}
+	wait(false)
+}
