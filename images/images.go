@@ -5,7 +5,10 @@
 //   - initramfs.cpio.zst: the userland, built with u-root's image builder —
 //     PID 1 (cmd/drawbridge-init) as /init, /bin/drawbridge, the kernel
 //     modules PID 1 loads (boot.Modules and what they need) with an index
-//     covering only them, and nothing else: no shell, no remote login;
+//     covering only them, the build machine's mke2fs, mkfs.vfat and
+//     mkfs.exfat in /sbin (ExternalTools) with the shared libraries their
+//     DT_NEEDED entries name and the dynamic loader, and nothing else: no
+//     shell, no remote login;
 //   - drawbridge.img: a GPT disk whose EFI system partition holds a unified
 //     kernel image (systemd's EFI stub, the kernel, the initramfs and the
 //     kernel command line in one PE file) at the removable-media path
@@ -238,7 +241,7 @@ var (
 
 // BuildRequirements is what Build needs.
 func BuildRequirements(skipDisk bool) []Requirement {
-	r := []Requirement{reqGo, reqKernel}
+	r := append([]Requirement{reqGo, reqKernel}, ExternalTools...)
 	if !skipDisk {
 		r = append(r, reqDisk...)
 	}
