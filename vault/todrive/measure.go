@@ -16,7 +16,11 @@ type Size struct {
 	Dirs  int64
 	Other int64 // symlinks, hardlinks, devices, fifos
 	Bytes int64 // file content
-	sizes []int64
+	// Largest is the size of the largest file and LargestPath its slash
+	// path under what is restored: FAT32 holds no file of 4 GiB or more.
+	Largest     int64
+	LargestPath string
+	sizes       []int64
 }
 
 // OnDisk estimates the bytes a filesystem with blocks of bsize bytes needs
@@ -76,38 +80,49 @@ func Measure(ctx context.Context, src interface {
 		case e.Kind != tree.Dir && i < len(comps)-1:
 			return s, fmt.Errorf("restore %q: %q is not a directory", subpath, where)
 		case e.Kind != tree.Dir:
-			s.add(e)
+			s.add(e, c)
 			return s, nil
 		}
 		if t, err = src.Tree(ctx, e.Subtree); err != nil {
 			return s, fmt.Errorf("read the tree of %q: %w", where, err)
 		}
 	}
-	queue := []*tree.Tree{t}
+	type dir struct {
+		t    *tree.Tree
+		path string
+	}
+	queue := []dir{{t, ""}}
 	for len(queue) > 0 {
 		if err := ctx.Err(); err != nil {
 			return s, err
 		}
-		t := queue[len(queue)-1]
+		d := queue[len(queue)-1]
 		queue = queue[:len(queue)-1]
-		for i := range t.Entries {
-			e := &t.Entries[i]
-			s.add(e)
+		for i := range d.t.Entries {
+			e := &d.t.Entries[i]
+			p := e.Name
+			if d.path != "" {
+				p = d.path + "/" + e.Name
+			}
+			s.add(e, p)
 			if e.Kind != tree.Dir {
 				continue
 			}
 			if sub, err := src.Tree(ctx, e.Subtree); err == nil {
-				queue = append(queue, sub)
+				queue = append(queue, dir{sub, p})
 			}
 		}
 	}
 	return s, nil
 }
 
-func (s *Size) add(e *tree.Entry) {
+func (s *Size) add(e *tree.Entry, path string) {
 	switch e.Kind {
 	case tree.File:
 		sz := int64(min(e.Size, 1<<62))
+		if sz > s.Largest {
+			s.Largest, s.LargestPath = sz, path
+		}
 		s.Files++
 		s.Bytes = satAdd(s.Bytes, sz)
 		s.sizes = append(s.sizes, sz)

@@ -66,9 +66,15 @@ var (
 	// ErrVerify: files read back from the drive differ from what was
 	// written; Report.Mismatches lists them.
 	ErrVerify = errors.New("files read back from the drive differ from what was written")
+	// ErrTooLarge: a file is larger than the drive's filesystem can hold
+	// (FAT32: 4 GiB less a byte).
+	ErrTooLarge = errors.New("a file is too large for the drive's filesystem")
 	// ErrReadOnly: the drive is mounted read-only.
 	ErrReadOnly = errors.New("the drive is mounted read-only")
 )
+
+// maxFAT is the largest file FAT32 holds.
+const maxFAT = 1<<32 - 1
 
 // Phases of Progress.
 const (
@@ -163,6 +169,10 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 	}
 	need := size.OnDisk(bsize)
 	rep := &Report{Size: size, Needed: need, Free: free}
+	if st.Type == unix.MSDOS_SUPER_MAGIC && size.Largest > maxFAT {
+		return rep, fmt.Errorf("%w: %q is %s and a FAT drive holds files up to 4 GiB; format the drive as exFAT or ext4",
+			ErrTooLarge, size.LargestPath, human(size.Largest))
+	}
 	if need > free {
 		return rep, fmt.Errorf("%w: the restore needs about %s (%d files, %s of data), the drive has %s free",
 			ErrNoSpace, human(need), size.Files, human(size.Bytes), human(free))
@@ -276,6 +286,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", ErrDriveGone, err)
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	case errors.Is(err, unix.EFBIG):
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
 	return err
 }

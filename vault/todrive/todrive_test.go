@@ -378,6 +378,10 @@ func TestRestorePart(t *testing.T) {
 	if rep.Verified != 2 || rep.Size.Files != 2 {
 		t.Errorf("dir2: verified %d, size %+v", rep.Verified, rep.Size)
 	}
+	fi, err := os.Stat(filepath.Join(v.src, "dir2", rep.Size.LargestPath))
+	if err != nil || fi.Size() != rep.Size.Largest {
+		t.Errorf("largest file %q of %d bytes: %v", rep.Size.LargestPath, rep.Size.Largest, err)
+	}
 	if _, err := todrive.Restore(context.Background(), v.r, v.root, v.sub+"/nothing", stick, "none", todrive.Options{}); err == nil {
 		t.Error("a missing path restored")
 	}
