@@ -7,7 +7,9 @@
 // symlink the snapshot placed, and a hardlink may only point at a regular file
 // this run restored earlier. Damage in the snapshot (an unreadable chunk,
 // list or tree, or an entry that breaks the rules) is reported per path and
-// the restore goes on; an error writing to the target ends it.
+// the restore goes on; an error writing to the target ends it, except that
+// with Options.Lenient what the target's filesystem refuses to hold (a
+// symlink on FAT, say) is skipped and listed.
 package restore
 
 import (
