@@ -51,3 +51,48 @@ func TestPEChecksum(t *testing.T) {
 		t.Errorf("peChecksum = %#x, want %#x", got, want)
 	}
 }
+
+// TestExternalRecords follows the tools' DT_NEEDED entries on this
+// machine: each program, its libraries and the loader, and nothing twice.
+func TestExternalRecords(t *testing.T) {
+	if m := Missing(ExternalTools); len(m) > 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true requires it: %v", MissingError(m))
+		}
+		t.Skip(MissingError(m))
+	}
+	recs, err := externalRecords(ExternalTools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	seen := map[string]bool{}
+	for _, r := range recs {
+		if seen[r.Name] {
+			t.Errorf("%s twice", r.Name)
+		}
+		seen[r.Name] = true
+		names = append(names, r.Name)
+	}
+	for _, want := range []string{"sbin", "sbin/mke2fs", "sbin/mkfs.vfat", "sbin/mkfs.exfat", "lib64/ld-linux-x86-64.so.2",
+		"lib/x86_64-linux-gnu/libc.so.6", "lib/x86_64-linux-gnu/libext2fs.so.2", "lib/x86_64-linux-gnu/libcom_err.so.2"} {
+		if !seen[want] {
+			t.Errorf("no %s in %v", want, names)
+		}
+	}
+	if seen["lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"] {
+		t.Error("the loader is in twice")
+	}
+	again, err := externalRecords(ExternalTools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range again {
+		if again[i].Name != recs[i].Name {
+			t.Fatalf("two runs differ at %d: %s, %s", i, again[i].Name, recs[i].Name)
+		}
+	}
+	if _, err := externalRecords([]Requirement{{"no-such-mkfs", "pkg-x"}}); !errors.Is(err, ErrMissing) {
+		t.Errorf("a missing tool: %v", err)
+	}
+}
