@@ -105,12 +105,13 @@ func configImport(ctx context.Context, c *call, current string) error {
 	if !tty && (!yes || passFile == "") {
 		return exitError{1, "config import asks for confirmation and the admin passphrase at a terminal; stdin is not one, so give --yes and --admin-passphrase-file FILE"}
 	}
-	s, err := c.open()
+	dir, err := c.storeDir()
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	dir, _ := c.storeDir()
+	if _, err := os.Stat(filepath.Join(dir, "store.json")); err != nil {
+		return exitError{1, fmt.Sprintf("no store at %s (its journal records the import and its admin passphrase guards it): run drawbridge init first", dir)}
+	}
 
 	var from string
 	var next *config.Config
@@ -145,6 +146,13 @@ func configImport(ctx context.Context, c *call, current string) error {
 		}
 	}
 
+	// The store (its journal and admin passphrase) is held only from here:
+	// waiting for a drive and for the person does not lock it.
+	s, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
 	g := admin.ForStore(s, admin.Options{})
 	set, err := g.IsSet()
 	if err != nil {
