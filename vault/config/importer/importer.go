@@ -10,6 +10,14 @@
 // before Scan returns. A configuration is installed only after the admin
 // passphrase was checked, durably (the previous one kept), and journaled
 // as config-imported with the changes.
+//
+// From the console:
+//
+//	found, err := importer.Wait(ctx, usb.Local(), mountDir, show) // or Scan, to look once
+//	f := found[i]                                                 // the person picked it
+//	p, err := importer.NewPlan("/data/drawbridge.toml", "/data/store", "USB drive "+f.String(), f.Config, f.Data)
+//	show(p.Lines()) …                                             // confirmed, passphrase typed
+//	err = p.Apply(ctx, s, admin.ForStore(s, admin.Options{}), pass) // admin.ErrWrong: refused, journaled
 package importer
 
 import (
