@@ -256,6 +256,23 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 	return rep, nil
 }
 
+// DirName is a name for the restore directory of snapshot snapID made at
+// t, as the console offers it: "drawbridge-restore-3f2a9c01b7e4-20261127-1203".
+// Every filesystem a drive may carry takes it.
+func DirName(snapID string, t time.Time) string {
+	id := snapID
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	id = strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' {
+			return r
+		}
+		return '_'
+	}, id)
+	return "drawbridge-restore-" + id + "-" + t.UTC().Format("20060102-1504")
+}
+
 type writtenFile struct {
 	rel  string
 	size int64

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
@@ -80,5 +81,15 @@ func TestOnDiskHostile(t *testing.T) {
 	}
 	if n := (Size{Files: 1, sizes: []int64{1}}).OnDisk(32 << 10); n < 32<<10 {
 		t.Errorf("a 1-byte file on 32 KiB clusters: OnDisk = %d", n)
+	}
+}
+
+func TestDirName(t *testing.T) {
+	at := time.Date(2026, 11, 27, 12, 3, 59, 0, time.UTC)
+	if got := DirName("3f2a9c01b7e4aa55", at); got != "drawbridge-restore-3f2a9c01b7e4-20261127-1203" {
+		t.Errorf("DirName = %q", got)
+	}
+	if got := DirName("../x", at); got != "drawbridge-restore-___x-20261127-1203" {
+		t.Errorf("DirName of a hostile id = %q", got)
 	}
 }
