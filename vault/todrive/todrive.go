@@ -14,7 +14,7 @@
 // The console calls it with a drive mounted by hw/usb:
 //
 //	m, err := ports.Mount(part, dir, false)
-//	rep, err := todrive.Restore(ctx, reader, root, subpath, m.Root(), "drawbridge-restore-…",
+//	rep, err := todrive.Restore(ctx, reader, root, subpath, m.Root(), todrive.DirName(snap.ID, now),
 //		todrive.Options{Progress: show, Present: m.Present})
 //	switch {
 //	case errors.Is(err, todrive.ErrDriveGone): // "the drive was pulled out: what is on it is incomplete"
