@@ -7,6 +7,7 @@ import (
 
 	"github.com/gdamore/tcell/v2"
 
+	"drawbridge/vault/admin"
 	"drawbridge/vault/console"
 	"drawbridge/vault/store"
 )
@@ -40,5 +41,9 @@ func cmdConsole(ctx context.Context, c *call) error {
 	if err != nil {
 		return fmt.Errorf("console: no terminal: %w", err)
 	}
-	return console.Run(ctx, scr, &console.StoreBackend{Store: s, Dir: dir, Writable: writable}, o)
+	b := &console.StoreBackend{Store: s, Dir: dir, Writable: writable}
+	if writable {
+		b.Admin = admin.ForStore(s, admin.Options{})
+	}
+	return console.Run(ctx, scr, b, o)
 }

@@ -20,6 +20,7 @@ import (
 
 	"drawbridge/hw/firewall"
 	"drawbridge/hw/link"
+	"drawbridge/vault/admin"
 	"drawbridge/vault/config"
 	"drawbridge/vault/console"
 	"drawbridge/vault/daemon"
@@ -148,9 +149,8 @@ func cmdRun(ctx context.Context, c *call) error {
 	// terminal it may have become.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGTTOU, syscall.SIGTTIN)
 	b := &console.StoreBackend{Store: s, Dir: dir, Writable: true, Daemon: d, NowLength: nowLength(cfg),
+		Admin:  admin.ForStore(s, admin.Options{}), // the settings stay shut until one is set
 		Config: func() ([]string, error) { return configLines(cfg.Path) }}
-	// The admin passphrase (b.Admin) guards the settings once the vault
-	// can check one; until then the settings stay shut.
 	if onAppliance() {
 		// PID 1 shuts down cleanly on these: SIGUSR2 powers off, SIGUSR1
 		// reboots.

@@ -47,9 +47,9 @@ var ErrNoDaemon = errors.New("no daemon runs this store: back up now needs the c
 // ErrNoPower is what Power returns off the appliance.
 var ErrNoPower = errors.New("power off and reboot are for the appliance's own console")
 
-// ErrNoAdmin is what Settings returns while the vault cannot check an admin
-// passphrase.
-var ErrNoAdmin = errors.New("the settings need the admin passphrase, and this vault has none set up")
+// ErrNoAdmin is what Settings returns while the vault has no admin
+// passphrase to check.
+var ErrNoAdmin = errors.New("the settings need the admin passphrase, and none is set on this vault")
 
 // ErrAdminPassphrase is what Settings returns for a wrong admin passphrase.
 var ErrAdminPassphrase = errors.New("wrong admin passphrase")
@@ -104,7 +104,8 @@ type Backend interface {
 	// HasAdmin says whether Settings can check an admin passphrase.
 	HasAdmin() bool
 	// Settings checks the admin passphrase and returns the configuration
-	// to show, one line each: ErrNoAdmin, ErrAdminPassphrase.
+	// to show, one line each: ErrNoAdmin, ErrAdminPassphrase (the Backend
+	// journals the refusal).
 	Settings(ctx context.Context, adminPassphrase []byte) ([]string, error)
 }
 

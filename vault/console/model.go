@@ -349,6 +349,8 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		}
 	case settingsMsg:
 		return m.settingsDone(v)
+	case adminMsg:
+		m.adminKnown(v)
 	case journalMsg:
 		if v.err != nil {
 			m.fail("not journaled: %v", v.err)

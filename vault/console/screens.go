@@ -463,25 +463,34 @@ type settingsMsg struct {
 	err   error
 }
 
-// openSettings asks for the admin passphrase; the settings show once it
-// is right.
+type adminMsg struct{ set bool }
+
+// openSettings asks for the admin passphrase, once it is known that one
+// is set; the settings show once it is right.
 func (m *Model) openSettings() []Cmd {
-	if !m.b.HasAdmin() {
+	b := m.b
+	return []Cmd{func() Msg { return adminMsg{b.HasAdmin()} }}
+}
+
+func (m *Model) adminKnown(v adminMsg) {
+	if !v.set {
 		m.fail("%v", ErrNoAdmin)
-		return nil
+		return
+	}
+	if m.dialog != DialogNone || m.screen != ScreenStatus {
+		return // the person went elsewhere meanwhile
 	}
 	m.passAdmin = true
 	m.dialog = DialogPassphrase
 	m.msg = ""
-	return nil
 }
 
 func (m *Model) settingsDone(v settingsMsg) []Cmd {
 	m.passBusy = false
 	if v.err != nil {
 		if errors.Is(v.err, ErrAdminPassphrase) {
-			m.fail("wrong admin passphrase: refused")
-			return []Cmd{m.journal(RecordSettings, "console: a wrong admin passphrase was refused", map[string]any{"refused": true})}
+			m.fail("wrong admin passphrase: refused (each refusal makes the next check wait longer)")
+			return nil
 		}
 		m.dialog, m.passAdmin = DialogNone, false
 		m.fail("settings: %v", v.err)

@@ -193,7 +193,7 @@ func TestSettings(t *testing.T) {
 		t.Fatalf("right: screen %v msg %q", m.screen, m.msg)
 	}
 	wantScreen(t, m, "Settings", "store = \"/data/store\"")
-	if fmt.Sprint(b.journal) != "[console-settings console-settings]" || m.reader != nil {
+	if fmt.Sprint(b.journal) != "[console-settings]" || m.reader != nil {
 		t.Errorf("journal %v, reader %v", b.journal, m.reader)
 	}
 	keys(m, "Esc")

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"drawbridge/vault/admin"
 	"drawbridge/vault/daemon"
 	"drawbridge/vault/journal"
 	"drawbridge/vault/restore"
@@ -50,10 +51,9 @@ type StoreBackend struct {
 	// PowerOff and Reboot act on the appliance (they signal PID 1); nil
 	// elsewhere.
 	PowerOff, Reboot func() error
-	// Admin checks the admin passphrase; nil while the vault has none
-	// (the settings stay shut). It returns an error wrapping
-	// ErrAdminPassphrase for a wrong one.
-	Admin func(passphrase []byte) error
+	// Admin checks the admin passphrase (admin.ForStore), and journals
+	// refusals; nil, or no passphrase set, keeps the settings shut.
+	Admin *admin.Guard
 	// Config returns the configuration the settings screen shows.
 	Config func() ([]string, error)
 
@@ -309,15 +309,26 @@ func (b *StoreBackend) Power(reboot bool) error {
 	return f()
 }
 
-// HasAdmin says whether the admin passphrase can be checked.
-func (b *StoreBackend) HasAdmin() bool { return b.Admin != nil }
+// HasAdmin says whether an admin passphrase is set to be checked.
+func (b *StoreBackend) HasAdmin() bool {
+	if b.Admin == nil {
+		return false
+	}
+	ok, err := b.Admin.IsSet()
+	return ok && err == nil
+}
 
 // Settings checks the admin passphrase, then returns the configuration.
-func (b *StoreBackend) Settings(_ context.Context, passphrase []byte) ([]string, error) {
+func (b *StoreBackend) Settings(ctx context.Context, passphrase []byte) ([]string, error) {
 	if b.Admin == nil {
 		return nil, ErrNoAdmin
 	}
-	if err := b.Admin(passphrase); err != nil {
+	switch err := b.Admin.Check(ctx, passphrase); {
+	case errors.Is(err, admin.ErrNotSet):
+		return nil, ErrNoAdmin
+	case errors.Is(err, admin.ErrWrong):
+		return nil, fmt.Errorf("%w: %v", ErrAdminPassphrase, err)
+	case err != nil:
 		return nil, err
 	}
 	if b.Config == nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gdamore/tcell/v2"
 
+	"drawbridge/vault/admin"
 	"drawbridge/vault/daemon"
 	"drawbridge/vault/internal/fixture"
 	"drawbridge/vault/journal"
@@ -187,6 +188,28 @@ func TestStoreBackendInDaemon(t *testing.T) {
 	}
 	if _, err := b.Settings(context.Background(), []byte("x")); !errors.Is(err, ErrNoAdmin) || b.HasAdmin() {
 		t.Fatalf("settings: %v", err)
+	}
+	// The settings behind the admin passphrase.
+	b.Admin = admin.ForStore(s, admin.Options{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
+		Sleep: func(context.Context, time.Duration) error { return nil }})
+	b.Config = func() ([]string, error) { return []string{"store = \"/data/store\""}, nil }
+	if _, err := b.Settings(context.Background(), []byte("x")); !errors.Is(err, ErrNoAdmin) || b.HasAdmin() {
+		t.Fatalf("settings before an admin passphrase is set: %v", err)
+	}
+	if err := b.Admin.Set(context.Background(), nil, []byte("admin pass")); err != nil {
+		t.Fatal(err)
+	}
+	if !b.HasAdmin() {
+		t.Fatal("HasAdmin after Set")
+	}
+	if _, err := b.Settings(context.Background(), []byte("nope")); !errors.Is(err, ErrAdminPassphrase) {
+		t.Fatalf("wrong admin passphrase: %v", err)
+	}
+	if lines, err := b.Settings(context.Background(), []byte("admin pass")); err != nil || len(lines) != 1 {
+		t.Fatalf("settings: %q %v", lines, err)
+	}
+	if tail := b.Status(context.Background()).Journal; tail[len(tail)-1].Type != admin.RecordRefused {
+		t.Fatalf("the refusal is not journaled: %v", tail)
 	}
 
 	// Verify, and deep verify with the reader; none during a window.
