@@ -208,6 +208,9 @@ func pickFromUSB(ctx context.Context, c *call, tty bool) (importer.Found, error)
 	}
 	defer os.Remove(base) // only when empty: never remove through a mount
 	found, err := importer.Wait(ctx, usbDrives(), base, func(msg string) { fmt.Fprintln(c.env.Stderr, msg) })
+	if errors.Is(err, context.Canceled) {
+		return importer.Found{}, exitError{1, "interrupted while waiting for a USB drive: nothing imported"}
+	}
 	if err != nil {
 		return importer.Found{}, err
 	}
