@@ -14,7 +14,7 @@
 // press is never kept waiting behind the store.
 //
 // Invariants: the unlocked Reader is dropped after IdleTimeout without a key
-// press; every action that reveals content or writes outside the store is
+// press, once no restore, deep verify or diff uses it; every action that reveals content or writes outside the store is
 // journaled (console-unlock, console-unlock-failed, console-browse,
 // console-restore, console-diff, console-verify, console-backup-now,
 // console-poweroff, console-reboot, console-settings), or the screen says

@@ -250,7 +250,7 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		if !m.statusBusy && m.clock().Sub(m.statusAt) >= StatusEvery {
 			cmds = append(cmds, m.loadStatus())
 		}
-		if m.reader != nil && (m.job == nil || !m.job.running) && m.clock().Sub(m.lastKey) >= IdleTimeout {
+		if m.reader != nil && !m.reading() && m.clock().Sub(m.lastKey) >= IdleTimeout {
 			m.forget()
 			m.say("the restore passphrase was forgotten after %s without a key press", IdleTimeout)
 		}
@@ -359,6 +359,13 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		}
 	}
 	return cmds
+}
+
+// reading says whether background work holds the Reader: a restore, a
+// deep verify or a diff. The idle timeout waits for it.
+func (m *Model) reading() bool {
+	return (m.job != nil && m.job.running) || (m.verify != nil && m.verify.running && m.verify.deep) ||
+		(m.diff != nil && m.diff.running)
 }
 
 // forget drops the Reader and everything read with it.
@@ -499,10 +506,13 @@ func (m *Model) key(k Key) []Cmd {
 // home forgets what was unlocked and goes back to the status screen: Ctrl-C
 // on the appliance's console.
 func (m *Model) home() {
-	m.forget()
 	if m.verify != nil && m.verify.running {
 		m.verify.cancel()
 	}
+	if m.job != nil && m.job.running {
+		m.job.cancel()
+	}
+	m.forget()
 	if m.jv != nil {
 		m.jv.cancel()
 		m.jv = nil

@@ -359,3 +359,35 @@ func TestTTY(t *testing.T) {
 		t.Errorf("/dev/null: %v", err)
 	}
 }
+
+// TestIdleTimeoutWaitsForDiff: a diff that holds the reader keeps it past
+// the idle timeout; the reader goes once the diff is done.
+func TestIdleTimeoutWaitsForDiff(t *testing.T) {
+	b := diffFake()
+	clk := &fakeClock{time.Unix(2e9, 0)}
+	m := started(t, b, clk)
+	keys(m, "Enter", "Enter", "d")
+	typeText(m, "right")
+	// Run the unlock but hold the diff back, as if it were still running.
+	var held []Cmd
+	for _, c := range m.Update(Key{Name: "Enter"}) {
+		for _, c2 := range m.Update(c()) {
+			held = append(held, c2)
+		}
+	}
+	if m.diff == nil || !m.diff.running {
+		t.Fatalf("diff not running: %+v", m.diff)
+	}
+	clk.t = clk.t.Add(IdleTimeout + time.Second)
+	drive(m, Tick{})
+	if m.reader == nil {
+		t.Fatal("the reader was dropped under a running diff")
+	}
+	for _, c := range held {
+		drive(m, c())
+	}
+	drive(m, Tick{})
+	if m.reader != nil {
+		t.Fatal("the reader outlived the diff and the idle timeout")
+	}
+}
