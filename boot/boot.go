@@ -1,5 +1,6 @@
 // Package boot is the appliance's PID 1 (DESIGN.md §6): the boot as a list
-// of named steps — mount the pseudo filesystems, load the kernel modules in
+// of named steps — mount the pseudo filesystems, write from then on to
+// every console= terminal and the screen (tty1), load the kernel modules in
 // the image, wait for the kernel's random pool, read the RTC, arm the
 // watchdog, watch the power button, find the data disk (on first boot:
 // offer a blank disk for formatting, at the console), mount it, make the
@@ -151,8 +152,11 @@ type Hardware struct {
 	// and when it was last written (the heartbeat).
 	Stat     func(name string) (fs.FileInfo, error)
 	MkdirAll func(name string, perm fs.FileMode) error
-	// Terminal opens the console's keyboard for PID 1's questions.
-	Terminal func() (Terminal, error)
+	// OpenConsole opens a terminal for PID 1's lines.
+	OpenConsole func(dev string) (io.WriteCloser, error)
+	// Terminal opens the keyboards of the given terminals for PID 1's
+	// questions: an answer may come from any of them.
+	Terminal func(devs []string) (Terminal, error)
 	// Cmdline is the kernel command line.
 	Cmdline func() (string, error)
 	// KernelLogLevel sets the level below which the kernel's messages
@@ -162,9 +166,10 @@ type Hardware struct {
 
 // Terminal is the console as PID 1 reads answers from it: whole lines.
 type Terminal interface {
-	// ReadLine returns the next line typed, without its line ending; an
-	// error wrapping os.ErrDeadlineExceeded when none came within timeout.
-	ReadLine(timeout time.Duration) (string, error)
+	// ReadLine returns the next line typed on any of the terminals,
+	// without its line ending, and the terminal it was typed on; an error
+	// wrapping os.ErrDeadlineExceeded when none came within timeout.
+	ReadLine(timeout time.Duration) (line, dev string, err error)
 	Close() error
 }
 
@@ -250,6 +255,9 @@ type Appliance struct {
 	services  []*Service
 	daemon    *Service // also in services; nil when not started
 	heartbeat string   // the daemon's heartbeat file; "" when it has none
+	// answeredOn is the terminal the person answered the format question
+	// on: the store's passphrase is asked there too.
+	answeredOn string
 }
 
 // Request is a request to go down.
@@ -267,6 +275,7 @@ func New(hw Hardware, console io.Writer) *Appliance {
 func (a *Appliance) Steps() []Step {
 	steps := []Step{
 		{"mount", a.mountPseudo},
+		{"consoles", a.openConsoles},
 		{"modules", a.loadModules},
 		{"entropy", a.waitEntropy},
 		{"rtc", a.readRTC},
@@ -368,6 +377,36 @@ func (a *Appliance) mountPseudo(ctx context.Context, log *Log) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// openConsoles makes PID 1 write to every console of the kernel command
+// line and to the screen, not only to /dev/console (the last console=): a
+// person may be at the screen or on the serial line.
+func (a *Appliance) openConsoles(ctx context.Context, log *Log) error {
+	if a.HW.OpenConsole == nil {
+		return Skipped("/dev/console only")
+	}
+	var ws []io.Writer
+	var names []string
+	var errs []string
+	for _, dev := range a.consoles() {
+		w, err := a.HW.OpenConsole(dev)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		ws = append(ws, w)
+		names = append(names, dev)
+	}
+	if len(ws) == 0 {
+		return fmt.Errorf("no terminal opens (%s): writing to /dev/console only", strings.Join(errs, "; "))
+	}
+	for _, e := range errs {
+		log.Warnf("%s", e)
+	}
+	a.Console.SetOutputs(ws...)
+	log.Printf("%s", strings.Join(names, ", "))
+	return nil
 }
 
 func (a *Appliance) loadModules(ctx context.Context, log *Log) error {

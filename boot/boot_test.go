@@ -61,6 +61,7 @@ type rig struct {
 	procs    *fakeProcs
 	files    *fakeFiles
 	term     *fakeTerminal
+	screen   *bytes.Buffer // what PID 1 wrote to /dev/tty1
 	cmdline  string
 	press    chan struct{} // closing it ends the idle input device
 }
@@ -76,7 +77,8 @@ func newRig(t *testing.T) *rig {
 		watchdog: &fakeWatchdog{},
 		power:    &fakePower{},
 		files:    newFiles(Daemon, ConfigFile, StoreMarker),
-		term:     &fakeTerminal{typed: make(chan string, 10)},
+		term:     &fakeTerminal{typed: make(chan string, 10), dev: "/dev/ttyS0"},
+		screen:   &bytes.Buffer{},
 		cmdline:  "BOOT_IMAGE=/vmlinuz console=ttyS0,115200n8 quiet",
 		press:    make(chan struct{}),
 	}
@@ -110,14 +112,27 @@ func newRig(t *testing.T) *rig {
 		Power:        r.power,
 		Stat:         func(name string) (fs.FileInfo, error) { return r.files.Stat(name) },
 		MkdirAll:     func(name string, perm fs.FileMode) error { return r.files.MkdirAll(name, perm) },
-		Terminal:     func() (Terminal, error) { return r.term, nil },
-		Cmdline:      func() (string, error) { return r.cmdline, nil },
+		Terminal:     func(devs []string) (Terminal, error) { r.term.devs = devs; return r.term, nil },
+		OpenConsole: func(dev string) (io.WriteCloser, error) {
+			switch dev {
+			case "/dev/ttyS0":
+				return nopWriteCloser{r.out}, nil
+			case "/dev/tty1":
+				return nopWriteCloser{r.screen}, nil
+			}
+			return nil, &fs.PathError{Op: "open", Path: dev, Err: fs.ErrNotExist}
+		},
+		Cmdline: func() (string, error) { return r.cmdline, nil },
 	}
 	r.a = New(hw, r.out)
 	r.a.Timing = Timing{Entropy: time.Second, DiskSettle: 40 * time.Millisecond, DiskTimeout: time.Second, Watchdog: time.Millisecond,
 		Heartbeat: time.Second, Stop: 50 * time.Millisecond, Confirm: 300 * time.Millisecond, Format: time.Second}
 	return r
 }
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
 
 func (r *rig) lines() []string {
 	r.a.Console.mu.Lock()
@@ -150,7 +165,7 @@ func TestBootWithDataDisk(t *testing.T) {
 	r := newRig(t)
 	res := results(r.a.Boot(context.Background()))
 	want := map[string]string{
-		"mount": "ok", "modules": "ok", "entropy": "ok", "rtc": "ok", "ctrl-alt-del": "ok", "watchdog": "ok",
+		"mount": "ok", "consoles": "ok", "modules": "ok", "entropy": "ok", "rtc": "ok", "ctrl-alt-del": "ok", "watchdog": "ok",
 		"power-button": "ok", "data-disk": "ok", "format": "skipped", "mount-data": "ok", "store": "ok", "config": "ok", "daemon": "ok",
 	}
 	if fmt.Sprint(res) != fmt.Sprint(want) {

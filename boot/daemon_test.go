@@ -65,11 +65,13 @@ func TestDaemonArgv(t *testing.T) {
 		if want := "[" + tc.want + "]"; got[len(got)-1] != want {
 			t.Errorf("%q %v: started %s, want %s", tc.cmdline, tc.flags, got[len(got)-1], want)
 		}
-		if !has(r.lines(), "drawbridge: boot: daemon: "+tc.want) {
+		// Without console=, PID 1 writes to the screen only.
+		lines := strings.Split(r.out.String()+r.screen.String(), "\n")
+		if !has(lines, "drawbridge: boot: daemon: "+tc.want) {
 			t.Errorf("the console does not say the command line:\n%s", r.out)
 		}
 		heartbeat := slices.ContainsFunc(tc.flags, func(f string) bool { return strings.HasPrefix(f, "--heartbeat") })
-		if w := has(r.lines(), "daemon: warning: this drawbridge writes no heartbeat"); w == heartbeat {
+		if w := has(lines, "daemon: warning: this drawbridge writes no heartbeat"); w == heartbeat {
 			t.Errorf("heartbeat %v, warning %v:\n%s", heartbeat, w, r.out)
 		}
 	}
@@ -198,7 +200,7 @@ func TestRebootRequest(t *testing.T) {
 
 func TestWatchdogTimeoutFromCmdline(t *testing.T) {
 	r := newRig(t)
-	r.cmdline = "drawbridge.watchdog_timeout=15s"
+	r.cmdline = "console=ttyS0 drawbridge.watchdog_timeout=15s"
 	r.a.Boot(context.Background())
 	if !has(r.lines(), "watchdog: i6300ESB timer, reboots a hung box after 15s") {
 		t.Errorf("console:\n%s", r.out)

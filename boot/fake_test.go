@@ -178,7 +178,8 @@ type fakeProcs struct {
 	// output is what a process writes to Cmd.Out.
 	output func(argv []string) string
 	procs  []*fakeProc
-	ttys   []string // the commands started on the console's terminal
+	ttys   []string // the commands started on a terminal
+	ttyDev []string // and on which
 }
 
 func (f *fakeProcs) Start(c Cmd) (Process, error) {
@@ -187,6 +188,7 @@ func (f *fakeProcs) Start(c Cmd) (Process, error) {
 	pid := len(f.started) + 100
 	if c.TTY {
 		f.ttys = append(f.ttys, fmt.Sprint(c.Argv))
+		f.ttyDev = append(f.ttyDev, c.TTYDevice)
 	}
 	f.mu.Unlock()
 	code, stays := f.run(c.Argv)
@@ -330,18 +332,21 @@ func (f *fakeFiles) MkdirAll(name string, perm fs.FileMode) error {
 	return nil
 }
 
-// fakeTerminal is the keyboard of the console: lines sent on typed.
+// fakeTerminal is the keyboards of the consoles: lines sent on typed are
+// typed on dev.
 type fakeTerminal struct {
 	typed  chan string
+	dev    string
+	devs   []string // the terminals it was opened on
 	closed bool
 }
 
-func (t *fakeTerminal) ReadLine(timeout time.Duration) (string, error) {
+func (t *fakeTerminal) ReadLine(timeout time.Duration) (string, string, error) {
 	select {
 	case l := <-t.typed:
-		return l, nil
+		return l, t.dev, nil
 	case <-time.After(timeout):
-		return "", fmt.Errorf("read /dev/console: %w", os.ErrDeadlineExceeded)
+		return "", "", fmt.Errorf("read the consoles: %w", os.ErrDeadlineExceeded)
 	}
 }
 

@@ -94,7 +94,7 @@ func (a *Appliance) formatBlankDisk(ctx context.Context, log *Log) error {
 
 // confirmFormat asks the person at the console; only "format NAME" is yes.
 func (a *Appliance) confirmFormat(log *Log, d blockdev.Candidate) (bool, error) {
-	term, err := a.HW.Terminal()
+	term, err := a.HW.Terminal(a.consoles())
 	if err != nil {
 		return false, fmt.Errorf("%s is blank, but the console cannot be read to ask whether to format it: %w", d.Name, err)
 	}
@@ -107,7 +107,7 @@ func (a *Appliance) confirmFormat(log *Log, d blockdev.Candidate) (bool, error) 
 	log.Printf("first boot: %s (%s, %s) is blank and can become the data disk; formatting erases it", d.Name, model, humanBytes(d.Size))
 	for try := 1; ; try++ {
 		log.Printf("type %q and enter to format it, or just enter to go on without a data disk (no answer in %v is no)", want, a.Timing.Confirm)
-		line, err := term.ReadLine(a.Timing.Confirm)
+		line, dev, err := term.ReadLine(a.Timing.Confirm)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			a.Console.Printf("drawbridge: no data disk: no answer within %v: %s not formatted", a.Timing.Confirm, d.Name)
 			return false, Skipped("not confirmed")
@@ -118,6 +118,9 @@ func (a *Appliance) confirmFormat(log *Log, d blockdev.Candidate) (bool, error) 
 		line = strings.Join(strings.Fields(line), " ")
 		switch {
 		case line == want:
+			a.mu.Lock()
+			a.answeredOn = dev
+			a.mu.Unlock()
 			return true, nil
 		case line == "":
 			a.Console.Printf("drawbridge: no data disk: %s not formatted", d.Name)
@@ -149,7 +152,7 @@ func (a *Appliance) makeStore(ctx context.Context, log *Log) error {
 	}
 	log.Printf("no store at %s: making one; choose the restore passphrase and type it twice", StoreDir)
 	argv := []string{Daemon, "init", "--store", StoreDir}
-	code, err := a.runWait(ctx, Cmd{Argv: argv, TTY: true}, 0)
+	code, err := a.runWait(ctx, Cmd{Argv: argv, TTY: true, TTYDevice: a.answered()}, 0)
 	if err != nil {
 		return err
 	}
@@ -186,7 +189,7 @@ func (a *Appliance) importConfig(ctx context.Context, log *Log) error {
 	}
 	log.Printf("no configuration at %s: importing one from a USB stick (ctrl-c goes on without one)", ConfigFile)
 	argv := []string{Daemon, "config", "import", "--usb", "--config", ConfigFile, "--store", StoreDir}
-	code, err = a.runWait(ctx, Cmd{Argv: argv, TTY: true}, 0)
+	code, err = a.runWait(ctx, Cmd{Argv: argv, TTY: true, TTYDevice: a.answered()}, 0)
 	if err != nil {
 		return err
 	}
@@ -195,4 +198,12 @@ func (a *Appliance) importConfig(ctx context.Context, log *Log) error {
 	}
 	log.Printf("configuration imported to %s", ConfigFile)
 	return nil
+}
+
+// answered is the terminal the format question was answered on; "" (the
+// kernel's console) when none was asked.
+func (a *Appliance) answered() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.answeredOn
 }

@@ -241,3 +241,28 @@ func TestFirstBootFailures(t *testing.T) {
 		}
 	})
 }
+
+// PID 1 writes to every console and the screen, asks on all of them, and
+// asks for the passphrase where the format question was answered.
+func TestFirstBootOnTheScreen(t *testing.T) {
+	r := blankRig(t)
+	r.term.dev = "/dev/tty1"
+	r.term.typed <- "format vda"
+	res := results(r.a.Boot(context.Background()))
+	if res["consoles"] != "ok" || res["format"] != "ok" || res["store"] != "ok" {
+		t.Errorf("results %v\n%s", res, r.out)
+	}
+	if !has(r.lines(), "drawbridge: boot: consoles: /dev/ttyS0, /dev/tty1") {
+		t.Errorf("console:\n%s", r.out)
+	}
+	if want := []string{"/dev/ttyS0", "/dev/tty1"}; !slices.Equal(r.term.devs, want) {
+		t.Errorf("asked on %v, want %v", r.term.devs, want)
+	}
+	if !strings.Contains(r.screen.String(), `type "format vda" and enter to format it`) ||
+		!strings.HasSuffix(r.screen.String(), "drawbridge: ready\n") {
+		t.Errorf("the screen shows:\n%s", r.screen)
+	}
+	if want := []string{"/dev/tty1"}; !slices.Equal(r.procs.ttyDev, want) {
+		t.Errorf("drawbridge init on %v, want %v", r.procs.ttyDev, want)
+	}
+}

@@ -38,6 +38,7 @@ func Linux(reaper *Reaper) Hardware {
 		Stat:         os.Stat,
 		MkdirAll:     os.MkdirAll,
 		Terminal:     openTerminal,
+		OpenConsole:  openConsole,
 		Cmdline: func() (string, error) {
 			b, err := os.ReadFile("/proc/cmdline")
 			return string(b), err
@@ -281,56 +282,105 @@ func (linuxPower) Reboot() error {
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }
 
-// linuxTerminal reads lines from /dev/console. The file is opened anew
-// for each question and closed after it, with a read deadline, so that
-// no read of PID 1's is left waiting to take the keys meant for a program
-// started on the console afterwards.
+// linuxTerminal reads lines from the consoles' terminals, one goroutine
+// each. The terminals are opened anew for each question and closed after
+// it; only terminals whose reads a close interrupts are used, so that no
+// read of PID 1's is left waiting to take the keys meant for a program
+// started on the terminal afterwards.
 type linuxTerminal struct {
-	f       *os.File
-	rest    []byte // read past the last line returned
-	afterCR bool   // the last line ended with CR
+	files []*os.File
+	lines chan termLine
+	wg    sync.WaitGroup
 }
 
-func openTerminal() (Terminal, error) {
-	f, err := os.OpenFile("/dev/console", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, err
-	}
-	// Throw away whatever was typed before the question was asked.
-	unix.IoctlSetInt(int(f.Fd()), unix.TCFLSH, unix.TCIFLUSH)
-	return &linuxTerminal{f: f}, nil
-}
+type termLine struct{ line, dev string }
 
 // maxLine caps an answer; the rest of a longer line is dropped.
 const maxLine = 256
 
-func (t *linuxTerminal) ReadLine(timeout time.Duration) (string, error) {
-	if err := t.f.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return "", err
+func openTerminal(devs []string) (Terminal, error) {
+	t := &linuxTerminal{lines: make(chan termLine, 16)}
+	var errs []error
+	for _, dev := range devs {
+		f, err := os.OpenFile(dev, os.O_RDWR|unix.O_NOCTTY, 0)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := f.SetReadDeadline(time.Time{}); err != nil {
+			f.Close()
+			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
+			continue
+		}
+		// Throw away whatever was typed before the question was asked.
+		unix.IoctlSetInt(int(f.Fd()), unix.TCFLSH, unix.TCIFLUSH)
+		t.files = append(t.files, f)
+		t.wg.Add(1)
+		go t.read(f, dev)
 	}
+	if len(t.files) == 0 {
+		return nil, fmt.Errorf("no terminal to read from: %w", errors.Join(errs...))
+	}
+	return t, nil
+}
+
+func (t *linuxTerminal) read(f *os.File, dev string) {
+	defer t.wg.Done()
+	var rest []byte
+	afterCR := false
 	buf := make([]byte, 512)
 	for {
-		if t.afterCR && len(t.rest) > 0 {
-			if t.rest[0] == '\n' {
-				t.rest = t.rest[1:] // the LF of a CR LF
+		n, err := f.Read(buf)
+		rest = append(rest, buf[:n]...)
+		for {
+			if afterCR && len(rest) > 0 {
+				if rest[0] == '\n' {
+					rest = rest[1:] // the LF of a CR LF
+				}
+				afterCR = false
 			}
-			t.afterCR = false
+			i := bytes.IndexAny(rest, "\r\n")
+			if i < 0 {
+				break
+			}
+			line := string(rest[:min(i, maxLine)])
+			afterCR = rest[i] == '\r'
+			rest = rest[i+1:]
+			select {
+			case t.lines <- termLine{line, dev}:
+			default: // nobody is asking: typed ahead, dropped
+			}
 		}
-		if i := bytes.IndexAny(t.rest, "\r\n"); i >= 0 {
-			line := string(t.rest[:i])
-			t.afterCR = t.rest[i] == '\r'
-			t.rest = t.rest[i+1:]
-			return line, nil
-		}
-		n, err := t.f.Read(buf)
-		t.rest = append(t.rest, buf[:n]...)
-		if bytes.IndexAny(t.rest, "\r\n") < 0 && len(t.rest) > maxLine {
-			t.rest = t.rest[:maxLine]
+		if len(rest) > maxLine {
+			rest = rest[:maxLine]
 		}
 		if err != nil {
-			return "", err
+			return
 		}
 	}
 }
 
-func (t *linuxTerminal) Close() error { return t.f.Close() }
+func (t *linuxTerminal) ReadLine(timeout time.Duration) (string, string, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case l := <-t.lines:
+		return l.line, l.dev, nil
+	case <-timer.C:
+		return "", "", fmt.Errorf("read the consoles: %w", os.ErrDeadlineExceeded)
+	}
+}
+
+// Close closes the terminals and returns once every read has ended.
+func (t *linuxTerminal) Close() error {
+	for _, f := range t.files {
+		f.Close()
+	}
+	t.wg.Wait()
+	return nil
+}
+
+// openConsole opens a terminal for PID 1's lines.
+func openConsole(dev string) (io.WriteCloser, error) {
+	return os.OpenFile(dev, os.O_WRONLY|unix.O_NOCTTY, 0)
+}

@@ -96,7 +96,11 @@ func (r *Reaper) Start(c Cmd) (Process, error) {
 	case c.Quiet:
 		// nil stdio is /dev/null
 	case c.TTY:
-		tty, err := os.OpenFile(consoleTTY(), os.O_RDWR|unix.O_NOCTTY, 0)
+		dev := c.TTYDevice
+		if dev == "" {
+			dev = consoleTTY()
+		}
+		tty, err := os.OpenFile(dev, os.O_RDWR|unix.O_NOCTTY, 0)
 		if err != nil {
 			return nil, err
 		}

@@ -12,10 +12,12 @@ import (
 // Cmd is a process for PID 1 to start.
 type Cmd struct {
 	Argv []string
-	// TTY gives the process the console's terminal as its controlling
-	// terminal, in a session of its own (an interactive shell); otherwise
+	// TTY gives the process a terminal as its controlling terminal, in a
+	// session of its own (an interactive shell, a passphrase prompt):
+	// TTYDevice, or the kernel's console when that is empty. Otherwise
 	// its output goes to the console.
-	TTY bool
+	TTY       bool
+	TTYDevice string
 	// Quiet sends the process's output nowhere.
 	Quiet bool
 	// Out, when set, receives the process's output (stdout and stderr)

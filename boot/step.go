@@ -15,11 +15,18 @@ import (
 // there, from their own goroutines.
 type Console struct {
 	mu sync.Mutex
-	w  io.Writer
+	w  []io.Writer
 }
 
 // NewConsole returns a Console writing to w.
-func NewConsole(w io.Writer) *Console { return &Console{w: w} }
+func NewConsole(w io.Writer) *Console { return &Console{w: []io.Writer{w}} }
+
+// SetOutputs makes the console write each line to every w instead.
+func (c *Console) SetOutputs(w ...io.Writer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.w = w
+}
 
 // Printf writes one line (a trailing newline is added).
 func (c *Console) Printf(format string, args ...any) {
@@ -27,7 +34,9 @@ func (c *Console) Printf(format string, args ...any) {
 	line = strings.TrimRight(line, "\n") + "\n"
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	io.WriteString(c.w, line)
+	for _, w := range c.w {
+		io.WriteString(w, line) // a terminal that fails does not stop the others
+	}
 }
 
 // Step is one named phase of the boot or of the shutdown.

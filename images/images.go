@@ -42,8 +42,11 @@ const (
 	DiskFile      = "drawbridge.img"
 )
 
-// DefaultCmdline is the kernel command line of the unified kernel image.
-const DefaultCmdline = "console=ttyS0"
+// DefaultCmdline is the kernel command line of the unified kernel image:
+// the kernel writes to the screen and to the serial port, and
+// /dev/console is the serial port (the last console=). PID 1 writes to
+// both and takes answers from either.
+const DefaultCmdline = "console=tty0 console=ttyS0"
 
 // Config says what to build and from what.
 type Config struct {

@@ -879,7 +879,10 @@ func TestBootUEFIDisk(t *testing.T) {
 	ready := v.waitFor("drawbridge: ready", readyTimeout)
 	v.logTimes(ready)
 	v.checkBoot()
-	if !v.has("Command line: console=ttyS0") {
+	if !v.has("drawbridge: boot: consoles: /dev/tty1, /dev/ttyS0") {
+		t.Errorf("PID 1 does not write to the screen and the serial port: %v", v.linesMatching("boot: consoles:"))
+	}
+	if !v.has("Command line: " + DefaultCmdline) {
 		t.Error("the kernel did not get its command line from the unified image")
 	}
 	v.powerButton()
