@@ -179,6 +179,7 @@ const consoleRetry = 30 * time.Second
 // tried again later; the daemon goes on.
 func runConsole(ctx context.Context, dev string, b console.Backend, log *slog.Logger, getenv func(string) string) {
 	for fails := 0; ctx.Err() == nil; fails++ {
+		start := time.Now()
 		err := func() (err error) {
 			defer func() {
 				if p := recover(); p != nil {
@@ -195,15 +196,21 @@ func runConsole(ctx context.Context, dev string, b console.Backend, log *slog.Lo
 		if ctx.Err() != nil {
 			return
 		}
+		wait := consoleRetry
+		if time.Since(start) > consoleRetry {
+			// It ran a while (a serial line that hung up): open it again
+			// soon, and say so again if it fails.
+			wait, fails = time.Second, 0
+		}
 		if fails == 0 {
-			log.Error("console unavailable; trying again every 30s", "device", dev, "err", err)
+			log.Error("console stopped or unavailable; trying again", "device", dev, "in", wait, "err", err)
 		} else {
 			log.Debug("console still unavailable", "device", dev, "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(consoleRetry):
+		case <-time.After(wait):
 		}
 	}
 }

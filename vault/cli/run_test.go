@@ -264,7 +264,7 @@ func TestRunConsoleOnPty(t *testing.T) {
 	}
 
 	log, err := os.ReadFile(filepath.Join(runDir, "daemon.log"))
-	if err != nil || !strings.Contains(string(log), "console unavailable") || !strings.Contains(string(log), "/dev/no-such-tty") {
+	if err != nil || !strings.Contains(string(log), "console stopped or unavailable") || !strings.Contains(string(log), "/dev/no-such-tty") {
 		t.Fatalf("daemon.log (%v) does not say the missing console is unavailable:\n%s", err, log)
 	}
 	d.stop(t)

@@ -11,8 +11,9 @@ import (
 // tickEvery turns the spinner and refreshes progress.
 const tickEvery = 100 * time.Millisecond
 
-// Run shows the console on s until the person quits or ctx ends. It owns s:
-// it initialises it and restores the terminal before returning.
+// Run shows the console on s until the person quits or ctx ends, or the
+// terminal fails (an error). It owns s: it initialises it and restores the
+// terminal before returning.
 func Run(ctx context.Context, s tcell.Screen, b Backend, o Options) error {
 	if err := s.Init(); err != nil {
 		return fmt.Errorf("open the terminal: %w", err)
@@ -57,6 +58,11 @@ func Run(ctx context.Context, s tcell.Screen, b Backend, o Options) error {
 				w, h := ev.Size()
 				msg = Resize{w, h}
 				s.Sync()
+			case *tcell.EventError:
+				// The terminal stopped giving input (a serial line hung
+				// up): nothing more can be read from it.
+				m.quit()
+				return fmt.Errorf("read the terminal: %w", ev)
 			}
 		case msg = <-msgs:
 		case <-tick.C:

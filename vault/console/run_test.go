@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -185,4 +186,29 @@ func TestJournalResponsive(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestRunTerminalGone: a terminal that stops giving input ends Run with an
+// error, for the daemon to open it again.
+func TestRunTerminalGone(t *testing.T) {
+	s := &shownScreen{SimulationScreen: tcell.NewSimulationScreen("UTF-8")}
+	s.SetSize(80, 24)
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), s, newFake(1), Options{Fixed: true}) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(s.shown(), "no daemon status") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no status screen:\n%s", s.shown())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.PostEvent(tcell.NewEventError(errors.New("input/output error")))
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "input/output error") {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run goes on without its terminal")
+	}
 }
