@@ -283,6 +283,9 @@ func (b *StoreBackend) Verify(ctx context.Context, deep Reader, progress func(do
 // BackUpNow journals console-backup-now, then asks the daemon for a
 // window of NowLength.
 func (b *StoreBackend) BackUpNow(context.Context) (time.Duration, error) {
+	if b.Daemon == nil && !b.Writable {
+		return 0, fmt.Errorf("%w: back up now is on the daemon's own console", ErrReadOnly)
+	}
 	if b.Daemon == nil {
 		return 0, ErrNoDaemon
 	}

@@ -105,6 +105,9 @@ func TestStoreBackend(t *testing.T) {
 	if _, err := rb.Unlock(context.Background(), []byte("pass")); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("read-only unlock: %v", err)
 	}
+	if _, err := rb.BackUpNow(context.Background()); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("read-only back up now: %v", err)
+	}
 	m := New(rb, Options{})
 	drive(m, Resize{Width: 120, Height: 40})
 	for _, c := range m.Init() {
