@@ -111,6 +111,10 @@ type Ports struct {
 	Any bool
 	// Poll is how often Watch lists the drives; 0 means one second.
 	Poll time.Duration
+	// Events, when set, starts a source of kernel block device events
+	// (uevents) that make Watch list the drives at once rather than at
+	// the next poll. The channel is closed when ctx ends.
+	Events func(ctx context.Context) (<-chan struct{}, error)
 	// Mounter attaches filesystems; Run runs mkfs. MountInfo reads
 	// /proc/self/mountinfo.
 	Mounter   Mounter
@@ -127,6 +131,7 @@ func Local() *Ports {
 			f, err := os.Open(p)
 			return f, f, err
 		},
+		Events:  blockEvents,
 		Mounter: SystemMounter{},
 		Run: func(ctx context.Context, name string, args ...string) ([]byte, error) {
 			return execCommand(ctx, name, args...)
@@ -305,13 +310,18 @@ func sectors(sys fs.FS, dir string) (int64, error) {
 
 // Watch sends the list of drives at once and then each time it changes
 // (a drive plugged in or pulled out, a partition appearing), polling sysfs
-// every Poll. The channel is closed when ctx ends. A list that could not be
-// read completely is sent with what was read.
+// every Poll and, where the kernel's block device events can be read, at
+// each of them too. The channel is closed when ctx ends. A list that could
+// not be read completely is sent with what was read.
 func (p *Ports) Watch(ctx context.Context) <-chan []Drive {
 	ch := make(chan []Drive)
 	every := p.Poll
 	if every <= 0 {
 		every = time.Second
+	}
+	var events <-chan struct{}
+	if p.Events != nil {
+		events, _ = p.Events(ctx) // polling alone still works
 	}
 	go func() {
 		defer close(ch)
@@ -331,6 +341,13 @@ func (p *Ports) Watch(ctx context.Context) <-chan []Drive {
 			}
 			select {
 			case <-t.C:
+			case _, ok := <-events:
+				if !ok {
+					events = nil
+				}
+				// Let the kernel finish: a drive's partitions appear
+				// just after the drive.
+				time.Sleep(100 * time.Millisecond)
 			case <-ctx.Done():
 				return
 			}

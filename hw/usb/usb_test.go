@@ -286,3 +286,12 @@ func TestListHostileStrings(t *testing.T) {
 		}
 	}
 }
+
+func TestIsBlockEvent(t *testing.T) {
+	add := []byte("add@/devices/virtual/block/loop3\x00ACTION=add\x00DEVPATH=/devices/virtual/block/loop3\x00SUBSYSTEM=block\x00DEVNAME=loop3\x00")
+	net := []byte("add@/devices/virtual/net/veth0\x00ACTION=add\x00SUBSYSTEM=net\x00")
+	fake := []byte("add@/x\x00NOTSUBSYSTEM=block\x00")
+	if !isBlockEvent(add) || isBlockEvent(net) || isBlockEvent(fake) {
+		t.Error("isBlockEvent")
+	}
+}
