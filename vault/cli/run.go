@@ -107,11 +107,17 @@ func cmdRun(ctx context.Context, c *call) error {
 	if logPath := daemonLogPath(c.args.get("log"), heartbeat, len(consoles) > 0); logPath != "" {
 		// Not on the consoles' terminals, where it would trash the screen.
 		lf, err := openCappedLog(logPath, maxDaemonLog)
-		if err != nil {
+		switch {
+		case err == nil:
+			defer lf.Close()
+			logOut = lf
+		case len(consoles) > 0:
+			// The vault runs without its log rather than not at all.
+			fmt.Fprintf(c.env.Stderr, "drawbridge: daemon log %s: %v; logging nothing\n", logPath, err)
+			logOut = io.Discard
+		default:
 			return fmt.Errorf("daemon log: %w", err)
 		}
-		defer lf.Close()
-		logOut = lf
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
 

@@ -283,3 +283,39 @@ func TestRunConsoleOnPty(t *testing.T) {
 	}
 	d.stop(t)
 }
+
+func TestDaemonLogFile(t *testing.T) {
+	for _, c := range []struct {
+		flag, heartbeat string
+		consoles        bool
+		want            string
+	}{
+		{"", "", false, ""},
+		{"", "/run/drawbridge/heartbeat", false, ""},
+		{"/var/log/d.log", "", false, "/var/log/d.log"},
+		{"", "/run/x/heartbeat", true, "/run/x/daemon.log"},
+		{"", "", true, "/run/drawbridge/daemon.log"},
+	} {
+		if got := daemonLogPath(c.flag, c.heartbeat, c.consoles); got != c.want {
+			t.Errorf("daemonLogPath(%q, %q, %v) = %q, want %q", c.flag, c.heartbeat, c.consoles, got, c.want)
+		}
+	}
+	// The log starts over at its cap, the previous one kept as .1.
+	path := filepath.Join(t.TempDir(), "run", "daemon.log")
+	l, err := openCappedLog(path, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	line := []byte(strings.Repeat("x", 39) + "\n")
+	for range 5 {
+		if _, err := l.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cur, _ := os.ReadFile(path)
+	prev, _ := os.ReadFile(path + ".1")
+	if len(cur) != 40 || len(prev) != 80 { // rotated at the third and fifth line
+		t.Fatalf("five lines of 40 bytes with a cap of 100: %d bytes, previous %d", len(cur), len(prev))
+	}
+}
