@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -293,5 +295,53 @@ func TestIsBlockEvent(t *testing.T) {
 	fake := []byte("add@/x\x00NOTSUBSYSTEM=block\x00")
 	if !isBlockEvent(add) || isBlockEvent(net) || isBlockEvent(fake) {
 		t.Error("isBlockEvent")
+	}
+}
+
+type fakeMounter struct{ calls []string }
+
+func (m *fakeMounter) Mount(dev, dir, fstype string, readOnly bool) (func() error, error) {
+	m.calls = append(m.calls, fmt.Sprintf("%s %s ro=%v", dev, fstype, readOnly))
+	return func() error { return nil }, nil
+}
+
+// TestMountChoices: what Mount passes to the Mounter, and what it refuses
+// before the Mounter is asked, from the superblock read at mount time.
+func TestMountChoices(t *testing.T) {
+	ext3 := make([]byte, 2048)
+	binary.LittleEndian.PutUint16(ext3[1024+0x38:], 0xEF53)
+	binary.LittleEndian.PutUint32(ext3[1024+0x5C:], 0x4) // has_journal
+	noFATs := fat32("BAD")
+	noFATs[14], noFATs[16] = 1, 0
+	good := fat32("GOOD")
+	good[14], good[16] = 32, 2
+	binary.LittleEndian.PutUint32(good[32:], 100000) // sectors
+	binary.LittleEndian.PutUint32(good[36:], 800)    // sectors per FAT
+	binary.LittleEndian.PutUint32(good[44:], 2)      // root cluster
+	ntfs := make([]byte, 512)
+	copy(ntfs[3:], "NTFS    ")
+	devs := fakeDevs{"/dev/a": ext3, "/dev/b": noFATs, "/dev/c": good, "/dev/d": ntfs, "/dev/e": make([]byte, 4096)}
+	m := &fakeMounter{}
+	p := &Ports{Sys: fstest.MapFS{}, DevDir: "/dev", Open: devs.open, Mounter: m}
+	for _, c := range []struct {
+		dev  string
+		ro   bool
+		want error
+		call string
+	}{
+		{"/dev/a", true, nil, "/dev/a ext4 ro=true"},
+		{"/dev/b", false, ErrCorrupt, ""},
+		{"/dev/c", false, nil, "/dev/c vfat ro=false"},
+		{"/dev/d", false, ErrUnsupported, ""},
+		{"/dev/e", false, ErrUnsupported, ""},
+	} {
+		m.calls = nil
+		mnt, err := p.Mount(Partition{Name: path.Base(c.dev), Path: c.dev}, t.TempDir(), c.ro)
+		if !errors.Is(err, c.want) || c.want == nil && (mnt == nil || mnt.Unmount() != nil) {
+			t.Errorf("%s: Mount = %v, want %v", c.dev, err, c.want)
+		}
+		if strings.Join(m.calls, ";") != c.call {
+			t.Errorf("%s: mounter called with %q, want %q", c.dev, m.calls, c.call)
+		}
 	}
 }
