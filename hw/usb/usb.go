@@ -12,17 +12,26 @@
 // From the console:
 //
 //	p := usb.Local()
-//	for drives := range p.Watch(ctx) { show(drives) }   // plug and unplug
+//	for drives := range p.Watch(ctx) { show(drives) }   // plug and unplug, within a second
 //	m, err := p.Mount(drive.Partitions[i], dir, false)  // the person picked it
-//	... vault/todrive.Restore(ctx, src, root, sub, m.Root()+"/restore-…", …)
-//	err = m.Unmount()                                    // syncs first
+//	// errors.Is(err, usb.ErrCorrupt), usb.ErrUnsupported: say so, nothing changed
+//	rep, err := todrive.Restore(ctx, src, root, sub, m.Root(), todrive.DirName(id, now),
+//		todrive.Options{Progress: bar, Present: m.Present})
+//	err = m.Unmount()                                    // flushes first
 //
 //	// Formatting: show d.Confirmation(), have the person type it or press
-//	// a key that passes it back; Format refuses anything else.
+//	// a key that passes it back; Format refuses anything else, and a
+//	// drive that is not the one shown (ErrChanged) or is mounted (ErrInUse).
 //	err = p.Format(ctx, d, "exfat", "DRAWBRIDGE", typed)
+//	drives, err = p.List()                               // shows the new filesystem
 //
-// The seams (sysfs as an fs.FS, the device directory, a Mounter, a Run
-// function for mkfs) let tests use a fake sysfs tree and real loop devices.
+// Watch polls sysfs every second and also wakes on the kernel's block
+// uevents. Where the kernel lacks vfat or exfat (a hosted machine) Mount
+// goes through the FUSE driver (fusefat, mount.exfat-fuse) if installed.
+//
+// The seams (sysfs as an fs.FS, the device directory, an Opener, a
+// Mounter, a Run function for mkfs, the mount table) let tests use a fake
+// sysfs tree as well as real loop devices.
 package usb
 
 import (
