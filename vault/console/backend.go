@@ -99,7 +99,8 @@ type Backend interface {
 	// BackUpNow journals console-backup-now and has the daemon open a
 	// window at once, and says for how long; ErrNoDaemon without one.
 	BackUpNow(ctx context.Context) (time.Duration, error)
-	// Power powers the appliance off, or reboots it; ErrNoPower elsewhere.
+	// Power journals console-poweroff or console-reboot and powers the
+	// appliance off, or reboots it; ErrNoPower elsewhere.
 	Power(reboot bool) error
 	// HasAdmin says whether Settings can check an admin passphrase.
 	HasAdmin() bool

@@ -102,6 +102,11 @@ func (b *fakeBackend) BackUpNow(context.Context) (time.Duration, error) {
 }
 
 func (b *fakeBackend) Power(reboot bool) error {
+	typ := RecordPowerOff
+	if reboot {
+		typ = RecordReboot
+	}
+	b.journal = append(b.journal, typ)
 	b.power = append(b.power, reboot)
 	return nil
 }

@@ -426,9 +426,9 @@ type powerMsg struct {
 // askPower offers power off and reboot, each behind a second question.
 func (m *Model) askPower() {
 	act := func(reboot bool) func() []Cmd {
-		what, typ := "power off", RecordPowerOff
+		what := "power off"
 		if reboot {
-			what, typ = "reboot", RecordReboot
+			what = "reboot"
 		}
 		return func() []Cmd {
 			m.ask("Confirm", []string{
@@ -439,13 +439,7 @@ func (m *Model) askPower() {
 			}, map[rune]func() []Cmd{'y': func() []Cmd {
 				b := m.b
 				m.say("%s…", what)
-				return []Cmd{func() Msg {
-					// Journaled first: afterwards there may be no one to
-					// write it. A journal that refuses does not keep the
-					// box from powering off.
-					_ = b.Journal(typ, "console: "+what, nil)
-					return powerMsg{reboot: reboot, err: b.Power(reboot)}
-				}}
+				return []Cmd{func() Msg { return powerMsg{reboot: reboot, err: b.Power(reboot)} }}
 			}})
 			return nil
 		}

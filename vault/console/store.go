@@ -300,15 +300,19 @@ func (b *StoreBackend) BackUpNow(context.Context) (time.Duration, error) {
 	return n, nil
 }
 
-// Power powers off or reboots through PowerOff and Reboot.
+// Power journals console-poweroff or console-reboot, then powers off or
+// reboots through PowerOff and Reboot.
 func (b *StoreBackend) Power(reboot bool) error {
-	f := b.PowerOff
+	f, typ, what := b.PowerOff, RecordPowerOff, "power off"
 	if reboot {
-		f = b.Reboot
+		f, typ, what = b.Reboot, RecordReboot, "reboot"
 	}
 	if f == nil {
 		return ErrNoPower
 	}
+	// Journaled first: afterwards there may be no one to write it. A
+	// journal that refuses does not keep the box from powering off.
+	_ = b.Journal(typ, "console: "+what, nil)
 	return f()
 }
 

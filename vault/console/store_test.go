@@ -279,3 +279,33 @@ func TestStoreBackendInDaemon(t *testing.T) {
 		t.Fatalf("verify after concurrent appends: %+v %v", rep, err)
 	}
 }
+
+func TestStoreBackendPower(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := store.Init(dir, []byte("pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fixture.Unseal(dir) })
+	defer s.Close()
+	var did []string
+	b := &StoreBackend{Store: s, Dir: dir, Writable: true}
+	if err := b.Power(true); !errors.Is(err, ErrNoPower) {
+		t.Fatalf("reboot off the appliance: %v", err)
+	}
+	b.Reboot = func() error { did = append(did, "reboot"); return nil }
+	b.PowerOff = func() error { did = append(did, "poweroff"); return nil }
+	if err := b.Power(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Power(false); err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, r := range b.Status(context.Background()).Journal {
+		types = append(types, r.Type)
+	}
+	if fmt.Sprint(did) != "[reboot poweroff]" || strings.Join(types, " ") != "init console-reboot console-poweroff" {
+		t.Fatalf("did %v, journal %v", did, types)
+	}
+}
