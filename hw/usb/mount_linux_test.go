@@ -50,9 +50,9 @@ func loopImage(t testing.TB, size int64, mkfs ...string) (string, string) {
 			t.Fatalf("%s: %v\n%s", mkfs[0], err, out)
 		}
 	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
 	if err != nil {
-		need(t, "losetup: "+strings.TrimSpace(string(out)))
+		need(t, "losetup: "+err.Error())
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
