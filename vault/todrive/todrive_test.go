@@ -133,7 +133,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	os.Truncate(img, (size+1<<20-1)/(1<<20)*(1<<20))
 	out, err := exec.Command("losetup", "-f", "--show", img).Output()
 	if err != nil {
-		need(t, "losetup: "+strings.TrimSpace(string(out)))
+		need(t, "losetup: "+err.Error())
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
