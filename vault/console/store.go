@@ -57,7 +57,8 @@ type StoreBackend struct {
 	// Config returns the configuration the settings screen shows.
 	Config func() ([]string, error)
 
-	mu sync.Mutex // journal appends
+	mu     sync.Mutex // journal appends and what follows
+	scanMu sync.Mutex // one reading of the journal at a time
 
 	// What the journal said at its last record: scanning and checking every
 	// record is skipped while no record is added.
@@ -106,6 +107,10 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 		}
 	}
 	st.Packs, st.PackBytes = packUsage(filepath.Join(b.Dir, "packs"))
+	// Consoles on two terminals share the backend: one reads the journal,
+	// the other waits and takes what it read.
+	b.scanMu.Lock()
+	defer b.scanMu.Unlock()
 	b.mu.Lock()
 	last, _ := s.Journal().Last()
 	// Reading the journal again costs time in proportion to its length:
