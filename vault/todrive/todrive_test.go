@@ -27,6 +27,8 @@ import (
 )
 
 type vault struct {
+	s    *store.Store
+	snap *store.Snapshot
 	r    *store.Reader
 	root tree.ID
 	sub  string // the backed-up directory inside the snapshot
@@ -63,7 +65,7 @@ func backup(t testing.TB, src string) *vault {
 	var root tree.ID
 	b, _ := hex.DecodeString(snap.Root)
 	copy(root[:], b)
-	return &vault{r: r, root: root, sub: strings.TrimPrefix(src, "/"), src: src}
+	return &vault{s: s, snap: snap, r: r, root: root, sub: strings.TrimPrefix(src, "/"), src: src}
 }
 
 // files makes n files of random (incompressible) content in a few
