@@ -1,0 +1,79 @@
+package console
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// pty opens a pseudo-terminal pair and returns the master and the slave's
+// path; the master is drained so that the screen's writes never block.
+func pty(t *testing.T) (*os.File, string) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, m)
+	return m, fmt.Sprintf("/dev/pts/%d", n)
+}
+
+// TestOpenTTYSize: a line that reports no size (a new pty, like a serial
+// line) gets 80x24 or DRAWBRIDGE_CONSOLE_SIZE; one that reports its size
+// keeps it.
+func TestOpenTTYSize(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		env          string
+		set          *unix.Winsize
+		wantW, wantH int
+	}{
+		{"no size", "", nil, 80, 24},
+		{"no size, env", "100x30", nil, 100, 30},
+		{"its own size", "100x30", &unix.Winsize{Col: 120, Row: 40}, 120, 40},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, slave := pty(t)
+			if c.set != nil {
+				if err := unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, c.set); err != nil {
+					t.Fatal(err)
+				}
+			}
+			scr, err := OpenTTY(slave, func(k string) string {
+				if k == EnvSize {
+					return c.env
+				}
+				return ""
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := scr.Init(); err != nil {
+				t.Fatal(err)
+			}
+			defer scr.Fini()
+			if w, h := scr.Size(); w != c.wantW || h != c.wantH {
+				t.Fatalf("size %dx%d, want %dx%d", w, h, c.wantW, c.wantH)
+			}
+		})
+	}
+	if _, err := OpenTTY("/dev/null", func(k string) string {
+		if k == EnvSize {
+			return "huge"
+		}
+		return ""
+	}); err == nil {
+		t.Fatal("a bad DRAWBRIDGE_CONSOLE_SIZE was accepted")
+	}
+}
