@@ -358,8 +358,9 @@ func shrink(t *testing.T, dev string) {
 	}
 }
 
-// TestRestorePart restores one file, then one directory, of a snapshot
-// into a plain directory standing in for the drive (no root needed).
+// TestRestorePart restores one file, one directory, then the whole
+// snapshot into a plain directory standing in for the drive (no root
+// needed).
 func TestRestorePart(t *testing.T) {
 	v := newVault(t, files(8, 10000, 5))
 	stick := t.TempDir()
@@ -383,6 +384,14 @@ func TestRestorePart(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(v.src, "dir2", rep.Size.LargestPath))
 	if err != nil || fi.Size() != rep.Size.Largest {
 		t.Errorf("largest file %q of %d bytes: %v", rep.Size.LargestPath, rep.Size.Largest, err)
+	}
+	rep, err = todrive.Restore(context.Background(), v.r, v.root, "", stick, "all", todrive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, v.src, filepath.Join(stick, "all", v.sub))
+	if rep.Verified != 8 || rep.Size.Files != 8 {
+		t.Errorf("whole snapshot: verified %d, size %+v", rep.Verified, rep.Size)
 	}
 	if _, err := todrive.Restore(context.Background(), v.r, v.root, v.sub+"/nothing", stick, "none", todrive.Options{}); err == nil {
 		t.Error("a missing path restored")
