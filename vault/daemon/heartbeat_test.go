@@ -88,12 +88,10 @@ func TestResponsive(t *testing.T) {
 	if ok, why := d.responsive(now.Add(59 * time.Minute)); !ok {
 		t.Fatalf("inside a window before its deadline: %s", why)
 	}
-	if ok, _ := d.responsive(now.Add(time.Hour + window30s + loopSlack + time.Minute)); ok {
+	if ok, _ := d.responsive(now.Add(time.Hour + r.o.Grace + loopSlack + time.Minute)); ok {
 		t.Fatal("a window past its deadline, grace and slack counts as responsive")
 	}
 }
-
-const window30s = 30 * time.Second
 
 // TestWhileIdle: idle work is refused during a window and cancelled when
 // one opens; a backup never waits for it.
