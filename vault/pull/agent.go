@@ -329,11 +329,16 @@ func runAgent(ctx context.Context, conn agentConn, roots []string, w *store.Writ
 		known:  map[[32]byte]agentChunk{},
 		links:  map[[2]uint64]*agentLinkGroup{},
 		bufs:   bufs,
+		jobs:   make(chan agentJob, maxAgentStoring),
 		start:  now(ctx),
+	}
+	for range maxAgentStoring {
+		p.wg.Go(p.storer)
 	}
 	r := agentproto.NewReader(l)
 	r.SetDataBuffers(p.dataBuffer)
 	root, err := p.run(r)
+	close(p.jobs)
 	p.wg.Wait()
 	if err != nil {
 		switch {
@@ -372,7 +377,8 @@ type agentPull struct {
 	linkBytes int64 // estimated bytes of links
 
 	bufs  chan []byte // free buffers for received chunks; nil ones are yet to be made
-	wg    sync.WaitGroup
+	jobs  chan agentJob
+	wg    sync.WaitGroup // the storers
 	errMu sync.Mutex
 	err   error // the first failure to store a chunk
 
@@ -896,34 +902,53 @@ func (p *agentPull) data(d *agentproto.Data) error {
 	s.missing--
 	p.nRecv += int64(len(d.Bytes))
 
-	p.wg.Add(1)
 	s.wg.Add(1)
-	// The hash is checked with the storing, off the loop that reads the
-	// agent: the two hashes of a chunk then run beside the next chunks'
-	// decrypting and decoding. A mismatch fails the pull before the
-	// segment's SEGDONE is taken (received waits for every chunk), so
-	// nothing built on it is stored.
-	go func(data []byte) {
-		defer p.wg.Done()
-		defer s.wg.Done()
-		defer func() { p.bufs <- data[:0] }()
-		if agentproto.HashChunk(data) != c.Hash {
-			p.fail(agentViolation("DATA for chunk %d of segment %d of %q does not match what HASHES announced", i, d.Segment, f.path))
-			// The loop may be waiting for the agent's next frame.
-			p.link.close()
-			return
-		}
-		ref, pk, err := p.w.ChunkIn(data)
-		if err != nil {
-			p.fail(fmt.Errorf("agent: store a chunk of %q: %w", f.path, err))
-			return
-		}
-		// At once, not at SEGDONE: a pull cut off in the middle of a
-		// segment keeps what it stored (see store.Writer.Abort).
-		p.w.RememberSourceChunk(c.Hash, ref)
-		s.refs[i], s.packs[i] = ref, pk
-	}(d.Bytes)
+	// Never blocks: a job holds one of the maxAgentStoring buffers.
+	p.jobs <- agentJob{s: s, i: i, data: d.Bytes}
 	return nil
+}
+
+// agentJob is a received chunk to check and store: chunk i of segment s.
+type agentJob struct {
+	s    *agentSeg
+	i    int
+	data []byte // a buffer from bufs, given back when done
+}
+
+// storer checks and stores received chunks, off the loop that reads the
+// agent: the two hashes of a chunk then run beside the next chunks'
+// decrypting and decoding. A mismatch fails the pull before the segment's
+// SEGDONE is taken (received waits for every chunk), so nothing built on
+// it is stored.
+func (p *agentPull) storer() {
+	for j := range p.jobs {
+		p.store(j)
+		p.bufs <- j.data[:0]
+		j.s.wg.Done()
+	}
+}
+
+func (p *agentPull) store(j agentJob) {
+	s, i := j.s, j.i
+	c := s.chunks[i]
+	if p.storeErr() != nil {
+		return
+	}
+	if agentproto.HashChunk(j.data) != c.Hash {
+		p.fail(agentViolation("DATA for chunk %d of segment %d of %q does not match what HASHES announced", i, s.n, s.f.path))
+		// The loop may be waiting for the agent's next frame.
+		p.link.close()
+		return
+	}
+	ref, pk, err := p.w.ChunkIn(j.data)
+	if err != nil {
+		p.fail(fmt.Errorf("agent: store a chunk of %q: %w", s.f.path, err))
+		return
+	}
+	// At once, not at SEGDONE: a pull cut off in the middle of a segment
+	// keeps what it stored (see store.Writer.Abort).
+	p.w.RememberSourceChunk(c.Hash, ref)
+	s.refs[i], s.packs[i] = ref, pk
 }
 
 func (p *agentPull) fail(err error) {
