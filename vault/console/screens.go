@@ -119,7 +119,9 @@ func (m *Model) clampJournal() {
 
 func (m *Model) keyJournal(k Key) []Cmd {
 	jv := m.jv
+	m.clampJournal() // the oldest records may have been dropped since
 	lines, _, _, _, _ := jv.snapshot()
+	jv.sel = max(0, min(jv.sel, len(lines)-1))
 	switch {
 	case back(k):
 		jv.cancel()
