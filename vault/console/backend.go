@@ -62,16 +62,19 @@ type Reader interface {
 
 // Status is what the status screen shows.
 type Status struct {
-	VaultID    string
-	ReadOnly   bool
-	Daemon     *daemon.Status // nil when no daemon status is present
-	DaemonErr  string         // why it is absent, when it is
-	Snapshots  []store.Snapshot
-	SnapErr    string
-	Packs      int
-	PackBytes  int64
-	Journal    []journal.Record // the last few, oldest first
-	JournalErr string
+	VaultID   string
+	ReadOnly  bool
+	Daemon    *daemon.Status // nil when no daemon status is present
+	DaemonErr string         // why it is absent, when it is
+	Snapshots []store.Snapshot
+	SnapErr   string
+	Packs     int
+	PackBytes int64
+	// DiskFree and DiskSize are the store's filesystem's free and whole
+	// bytes; 0 when unknown.
+	DiskFree, DiskSize uint64
+	Journal            []journal.Record // the last few, oldest first
+	JournalErr         string
 	// LastVerify is the newest console-verify record; nil when none.
 	LastVerify *journal.Record
 }

@@ -326,6 +326,8 @@ func TestStatusHealthAndVerify(t *testing.T) {
 	wantScreen(t, m, "Alerts", "1 of 1 sources need attention", "partial: some files were unreadable", "last verify: none from a console yet")
 	m.status.LastVerify = &journal.Record{Type: RecordVerify, Time: time.Unix(2e9, 0), Data: []byte(`{"problems":2}`)}
 	wantScreen(t, m, "last verify: 2033-05-18 03:33:20Z, DAMAGE: 2 problems", "the last verify (2033-05-18 03:33Z) found damage: 2 problems")
+	m.status.DiskFree, m.status.DiskSize = 100<<20, 100<<30
+	wantScreen(t, m, "disk: 100.0 MiB free of 100.0 GiB", "the store disk is nearly full (100.0 MiB free): windows are skipped")
 }
 
 func TestTTY(t *testing.T) {

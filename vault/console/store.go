@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"drawbridge/vault/admin"
 	"drawbridge/vault/daemon"
 	"drawbridge/vault/journal"
@@ -107,6 +109,10 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 		}
 	}
 	st.Packs, st.PackBytes = packUsage(filepath.Join(b.Dir, "packs"))
+	var fs unix.Statfs_t
+	if unix.Statfs(b.Dir, &fs) == nil {
+		st.DiskFree, st.DiskSize = fs.Bavail*uint64(fs.Bsize), fs.Blocks*uint64(fs.Bsize)
+	}
 	// Consoles on two terminals share the backend: one reads the journal,
 	// the other waits and takes what it read.
 	b.scanMu.Lock()

@@ -177,7 +177,7 @@ func TestStoreBackendInDaemon(t *testing.T) {
 	fd := &fakeDaemon{st: daemon.Status{NextWindow: &daemon.WindowStatus{Start: time.Date(2026, 1, 3, 2, 0, 0, 0, time.UTC)}}}
 	b := &StoreBackend{Store: s, Dir: dir, Writable: true, Daemon: fd, NowLength: 20 * time.Minute}
 	st := b.Status(context.Background())
-	if st.Daemon == nil || st.Daemon.NextWindow == nil || st.DaemonErr != "" {
+	if st.Daemon == nil || st.Daemon.NextWindow == nil || st.DaemonErr != "" || st.DiskSize == 0 || st.DiskFree > st.DiskSize {
 		t.Fatalf("status: %+v", st)
 	}
 	if n, err := b.BackUpNow(context.Background()); err != nil || n != 20*time.Minute || len(fd.asked) != 1 {

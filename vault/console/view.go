@@ -9,6 +9,7 @@ import (
 
 	"github.com/gdamore/tcell/v2"
 
+	"drawbridge/vault/daemon"
 	"drawbridge/vault/tree"
 )
 
@@ -246,6 +247,9 @@ func alerts(st *Status, m *Model) []string {
 	if st.SnapErr != "" || st.JournalErr != "" {
 		out = append(out, "the journal does not read back whole: run verify")
 	}
+	if need := max(uint64(daemon.DefaultMinFreeBytes), uint64(daemon.DefaultMinFreeFraction*float64(st.DiskSize))); st.DiskSize > 0 && st.DiskFree < need {
+		out = append(out, fmt.Sprintf("the store disk is nearly full (%s free): windows are skipped", HumanBytes(int64(st.DiskFree))))
+	}
 	return out
 }
 
@@ -346,6 +350,10 @@ func drawStatus(c canvas, m *Model) {
 	y++
 	c.put(3, y, styleNormal, fmt.Sprintf("%d packs, %s on disk; %d snapshots", st.Packs, HumanBytes(st.PackBytes), len(st.Snapshots)))
 	y++
+	if st.DiskSize > 0 {
+		c.put(3, y, styleNormal, fmt.Sprintf("disk: %s free of %s", HumanBytes(int64(st.DiskFree)), HumanBytes(int64(st.DiskSize))))
+		y++
+	}
 	if lv := st.LastVerify; lv != nil {
 		var d struct {
 			Problems *int   `json:"problems"`
