@@ -467,6 +467,8 @@ var fakeModes = []struct {
 	{"dup-data", agentproto.ErrProtocol, "came already"},
 	{"oversize", agentproto.ErrProtocol, "more than its 100 bytes"},
 	{"files", agentproto.ErrProtocol, "files listed and not finished"},
+	{"open-segments", agentproto.ErrProtocol, "segments are open"},
+	{"segment-order", agentproto.ErrProtocol, "not the segment being sent"},
 	{"entries", errAgentHeld, ""},
 	{"stall", errAgentIdle, ""},
 }
@@ -744,6 +746,45 @@ func TestAgentLocalFileErr(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(tr.Entries) != 1 || tr.Entries[0].Name != "c" || tr.Entries[0].Kind != tree.File || tr.Entries[0].Size != 5 {
+		t.Fatalf("/data holds %+v", tr.Entries)
+	}
+}
+
+// A file given up on with FILEERR while segments of it are open: those
+// segments are still sent and stored, and the file is left out.
+func TestAgentLocalFileErrOpen(t *testing.T) {
+	s := newStore(t)
+	conn, wait := startFake(t, buildFakeAgent(t), "fileerr-open")
+	ctx := context.Background()
+	w, err := s.NewWriter(ctx, "fileerr-open", store.WriterOptions{Warn: func(p string, err error) { t.Logf("warning: %s: %v", p, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := runAgent(ctx, conn, []string{"/data"}, w, testLog(t), localLimits)
+	if err != nil {
+		w.Abort()
+		t.Fatal(err)
+	}
+	if err := wait(); err != nil {
+		t.Fatalf("fake agent: %v", err)
+	}
+	sn, err := w.Commit(root, []string{"/data"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.Status != "partial" || sn.Errors != 1 || sn.Files != 0 {
+		t.Errorf("snapshot %s with %d errors and %d files", sn.Status, sn.Errors, sn.Files)
+	}
+	r, err := s.Unlock(testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tr, err := r.Tree(ctx, subtree(t, s, sn, "/data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Entries) != 0 {
 		t.Fatalf("/data holds %+v", tr.Entries)
 	}
 }

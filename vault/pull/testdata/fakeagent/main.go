@@ -209,7 +209,8 @@ func run(mode string) error {
 		f := binary.LittleEndian.AppendUint32(nil, uint32(len(p)))
 		return raw(append(f, p...))
 	case "dotdot", "slash", "order", "gap", "outside", "noroot", "badhash", "unwanted",
-		"oversize", "entries", "files", "dup-data", "early-end", "long", "fileerr":
+		"oversize", "entries", "files", "dup-data", "early-end", "long", "fileerr",
+		"open-segments", "segment-order", "fileerr-open":
 	default:
 		return fmt.Errorf("unknown mode %q", mode)
 	}
@@ -289,6 +290,43 @@ func run(mode string) error {
 			return err
 		}
 		return errOr(c.send(d), hang)
+	case "open-segments": // segments announced without end, never sent
+		n := agentproto.MaxOpenSegments + 1
+		b := pattern(c.hello.Min, 4)
+		id, err := c.entry(c.root+"/f", tree.File, uint64(n*len(b)))
+		if err != nil {
+			return err
+		}
+		if _, err := c.expect(agentproto.TypeRead); err != nil {
+			return err
+		}
+		for seg := range n {
+			h := agentproto.Hashes{File: id, Segment: uint64(seg), Last: seg == n-1,
+				Chunks: []agentproto.ChunkHash{{Hash: agentproto.HashChunk(b), Length: uint32(len(b))}}}
+			if err := c.send(h); err != nil {
+				return nil
+			}
+		}
+		return hang()
+	case "segment-order": // DATA for the second segment open before the first is done
+		a, b := pattern(c.hello.Min, 5), pattern(c.hello.Min, 6)
+		id, err := c.entry(c.root+"/f", tree.File, uint64(len(a)+len(b)))
+		if err != nil {
+			return err
+		}
+		if _, err := c.expect(agentproto.TypeRead); err != nil {
+			return err
+		}
+		for seg, x := range [][]byte{a, b} {
+			h := agentproto.Hashes{File: id, Segment: uint64(seg), Last: seg == 1,
+				Chunks: []agentproto.ChunkHash{{Hash: agentproto.HashChunk(x), Length: uint32(len(x))}}}
+			if err := c.send(h); err != nil {
+				return err
+			}
+		}
+		return errOr(c.send(agentproto.Data{File: id, Segment: 1, Index: 0, Bytes: b}), hang)
+	case "fileerr-open":
+		return c.fileErrOpen()
 	case "oversize": // chunks that add up to more than the file's size
 		id, err := c.entry(c.root+"/f", tree.File, 100)
 		if err != nil {
@@ -413,4 +451,43 @@ func errOr(err error, then func() error) error {
 		return err
 	}
 	return then()
+}
+
+// fileErrOpen announces two segments of a file, then gives up on it with
+// FILEERR before sending them, sends them, and ends the conversation as a
+// correct agent would: the file is left out of a snapshot that commits.
+func (c *conv) fileErrOpen() error {
+	a, b := pattern(c.hello.Min, 7), pattern(c.hello.Min, 8)
+	id, err := c.entry(c.root+"/f", tree.File, uint64(3*len(a)))
+	if err != nil {
+		return err
+	}
+	if _, err := c.expect(agentproto.TypeRead); err != nil {
+		return err
+	}
+	for seg, x := range [][]byte{a, b} {
+		h := agentproto.Hashes{File: id, Segment: uint64(seg),
+			Chunks: []agentproto.ChunkHash{{Hash: agentproto.HashChunk(x), Length: uint32(len(x))}}}
+		if err := c.send(h); err != nil {
+			return err
+		}
+	}
+	if err := c.send(agentproto.FileErr{File: id, Message: "changed while it was read"}); err != nil {
+		return err
+	}
+	for seg, x := range [][]byte{a, b} {
+		m, err := c.expect(agentproto.TypeWant)
+		if err != nil {
+			return err
+		}
+		if m.(agentproto.Want).Has(0) {
+			if err := c.send(agentproto.Data{File: id, Segment: uint64(seg), Bytes: x}); err != nil {
+				return err
+			}
+		}
+		if err := c.send(agentproto.SegDone{File: id, Segment: uint64(seg)}); err != nil {
+			return err
+		}
+	}
+	return c.finish()
 }
