@@ -282,101 +282,120 @@ func (linuxPower) Reboot() error {
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }
 
-// linuxTerminal reads lines from the consoles' terminals, one goroutine
-// each. The terminals are opened anew for each question and closed after
-// it; only terminals whose reads a close interrupts are used, so that no
-// read of PID 1's is left waiting to take the keys meant for a program
-// started on the terminal afterwards.
+// linuxTerminal reads lines from the consoles' terminals with poll(2), in
+// the caller's goroutine: the terminals are opened anew for each question
+// and closed after it, so that no read of PID 1's is left waiting to take
+// the keys meant for a program started on a terminal afterwards.
 type linuxTerminal struct {
-	files []*os.File
-	lines chan termLine
-	wg    sync.WaitGroup
+	ttys []*termInput
 }
 
-type termLine struct{ line, dev string }
+type termInput struct {
+	fd      int
+	dev     string
+	rest    []byte // read past the last line returned
+	afterCR bool   // the last line ended with CR
+}
 
 // maxLine caps an answer; the rest of a longer line is dropped.
 const maxLine = 256
 
 func openTerminal(devs []string) (Terminal, error) {
-	t := &linuxTerminal{lines: make(chan termLine, 16)}
+	t := &linuxTerminal{}
 	var errs []error
 	for _, dev := range devs {
-		f, err := os.OpenFile(dev, os.O_RDWR|unix.O_NOCTTY, 0)
+		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := f.SetReadDeadline(time.Time{}); err != nil {
-			f.Close()
-			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
+			errs = append(errs, fmt.Errorf("open %s: %w", dev, err))
 			continue
 		}
 		// Throw away whatever was typed before the question was asked.
-		unix.IoctlSetInt(int(f.Fd()), unix.TCFLSH, unix.TCIFLUSH)
-		t.files = append(t.files, f)
-		t.wg.Add(1)
-		go t.read(f, dev)
+		unix.IoctlSetInt(fd, unix.TCFLSH, unix.TCIFLUSH)
+		t.ttys = append(t.ttys, &termInput{fd: fd, dev: dev})
 	}
-	if len(t.files) == 0 {
+	if len(t.ttys) == 0 {
 		return nil, fmt.Errorf("no terminal to read from: %w", errors.Join(errs...))
 	}
 	return t, nil
 }
 
-func (t *linuxTerminal) read(f *os.File, dev string) {
-	defer t.wg.Done()
-	var rest []byte
-	afterCR := false
-	buf := make([]byte, 512)
-	for {
-		n, err := f.Read(buf)
-		rest = append(rest, buf[:n]...)
-		for {
-			if afterCR && len(rest) > 0 {
-				if rest[0] == '\n' {
-					rest = rest[1:] // the LF of a CR LF
-				}
-				afterCR = false
-			}
-			i := bytes.IndexAny(rest, "\r\n")
-			if i < 0 {
-				break
-			}
-			line := string(rest[:min(i, maxLine)])
-			afterCR = rest[i] == '\r'
-			rest = rest[i+1:]
-			select {
-			case t.lines <- termLine{line, dev}:
-			default: // nobody is asking: typed ahead, dropped
-			}
+// line returns the next whole line in what was read, if there is one.
+func (in *termInput) line() (string, bool) {
+	if in.afterCR && len(in.rest) > 0 {
+		if in.rest[0] == '\n' {
+			in.rest = in.rest[1:] // the LF of a CR LF
 		}
-		if len(rest) > maxLine {
-			rest = rest[:maxLine]
-		}
-		if err != nil {
-			return
-		}
+		in.afterCR = false
 	}
+	i := bytes.IndexAny(in.rest, "\r\n")
+	if i < 0 {
+		if len(in.rest) > maxLine {
+			in.rest = in.rest[:maxLine]
+		}
+		return "", false
+	}
+	line := string(in.rest[:min(i, maxLine)])
+	in.afterCR = in.rest[i] == '\r'
+	in.rest = in.rest[i+1:]
+	return line, true
 }
 
 func (t *linuxTerminal) ReadLine(timeout time.Duration) (string, string, error) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case l := <-t.lines:
-		return l.line, l.dev, nil
-	case <-timer.C:
-		return "", "", fmt.Errorf("read the consoles: %w", os.ErrDeadlineExceeded)
+	deadline := time.Now().Add(timeout)
+	buf := make([]byte, 512)
+	for {
+		for _, in := range t.ttys {
+			if l, ok := in.line(); ok {
+				return l, in.dev, nil
+			}
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return "", "", fmt.Errorf("read the consoles: %w", os.ErrDeadlineExceeded)
+		}
+		fds := make([]unix.PollFd, len(t.ttys))
+		for i, in := range t.ttys {
+			fds[i] = unix.PollFd{Fd: int32(in.fd), Events: unix.POLLIN}
+		}
+		n, err := unix.Poll(fds, int(min(left, time.Second)/time.Millisecond)+1)
+		if errors.Is(err, unix.EINTR) || n == 0 {
+			continue
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("poll the consoles: %w", err)
+		}
+		for i, in := range t.ttys {
+			if fds[i].Revents == 0 {
+				continue
+			}
+			m, err := unix.Read(in.fd, buf)
+			if m > 0 {
+				in.rest = append(in.rest, buf[:m]...)
+			}
+			if err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) || m == 0 && err == nil {
+				// A terminal that hung up or failed: the others may
+				// still answer.
+				t.drop(i)
+				if len(t.ttys) == 0 {
+					return "", "", fmt.Errorf("read %s: no terminal left to read from (%v)", in.dev, err)
+				}
+				break
+			}
+		}
 	}
 }
 
-// Close closes the terminals and returns once every read has ended.
+func (t *linuxTerminal) drop(i int) {
+	unix.Close(t.ttys[i].fd)
+	t.ttys = append(t.ttys[:i], t.ttys[i+1:]...)
+}
+
+// Close closes the terminals.
 func (t *linuxTerminal) Close() error {
-	for _, f := range t.files {
-		f.Close()
+	for _, in := range t.ttys {
+		unix.Close(in.fd)
 	}
-	t.wg.Wait()
+	t.ttys = nil
 	return nil
 }
 
