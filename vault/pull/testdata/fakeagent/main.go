@@ -291,9 +291,9 @@ func run(mode string) error {
 		}
 		return errOr(c.send(d), hang)
 	case "open-segments": // segments announced without end, never sent
+		// Full segments of distinct chunks, for the most memory.
 		n := agentproto.MaxOpenSegments + 1
-		b := pattern(c.hello.Min, 4)
-		id, err := c.entry(c.root+"/f", tree.File, uint64(n*len(b)))
+		id, err := c.entry(c.root+"/f", tree.File, uint64(n*agentproto.SegmentChunks*c.hello.Min))
 		if err != nil {
 			return err
 		}
@@ -301,8 +301,12 @@ func run(mode string) error {
 			return err
 		}
 		for seg := range n {
-			h := agentproto.Hashes{File: id, Segment: uint64(seg), Last: seg == n-1,
-				Chunks: []agentproto.ChunkHash{{Hash: agentproto.HashChunk(b), Length: uint32(len(b))}}}
+			h := agentproto.Hashes{File: id, Segment: uint64(seg), Last: seg == n-1}
+			for i := range agentproto.SegmentChunks {
+				var hash [32]byte
+				binary.LittleEndian.PutUint64(hash[:], uint64(seg*agentproto.SegmentChunks+i))
+				h.Chunks = append(h.Chunks, agentproto.ChunkHash{Hash: hash, Length: uint32(c.hello.Min)})
+			}
 			if err := c.send(h); err != nil {
 				return nil
 			}
