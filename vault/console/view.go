@@ -758,7 +758,8 @@ func drawDiff(c canvas, m *Model) {
 	if j == nil {
 		return
 	}
-	c.put(1, 1, styleTitle, fmt.Sprintf("Diff of %s: %s (%s) → %s (%s)", j.new.Source, short(j.old.ID, 12), j.old.Time.UTC().Format(shortFmt), short(j.new.ID, 12), j.new.Time.UTC().Format(shortFmt)))
+	const dayFmt = "01-02 15:04Z"
+	c.put(1, 1, styleTitle, fmt.Sprintf("Diff of %s: %s (%s) → %s (%s)", j.new.Source, short(j.old.ID, 12), j.old.Time.UTC().Format(dayFmt), short(j.new.ID, 12), j.new.Time.UTC().Format(dayFmt)))
 	if j.running {
 		el := m.clock().Sub(j.started).Round(100 * time.Millisecond)
 		c.put(1, 3, styleNormal, fmt.Sprintf("%s comparing… %d directories so far, %s (Esc stops)", spinner[m.spin%len(spinner)], j.dirs.Load(), el))
