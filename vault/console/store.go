@@ -300,6 +300,9 @@ func (b *StoreBackend) BackUpNow(context.Context) (time.Duration, error) {
 	if b.Daemon == nil {
 		return 0, ErrNoDaemon
 	}
+	if o := b.Daemon.Status().Open; o != nil {
+		return 0, fmt.Errorf("a backup window is open now, until %s: its pulls are running", o.End.UTC().Format(shortFmt))
+	}
 	n := b.NowLength
 	if n <= 0 {
 		n = time.Hour

@@ -183,6 +183,11 @@ func TestStoreBackendInDaemon(t *testing.T) {
 	if n, err := b.BackUpNow(context.Background()); err != nil || n != 20*time.Minute || len(fd.asked) != 1 {
 		t.Fatalf("back up now: %v %v %v", n, err, fd.asked)
 	}
+	fd.st.Open = &daemon.WindowStatus{End: time.Date(2026, 1, 3, 3, 0, 0, 0, time.UTC)}
+	if _, err := b.BackUpNow(context.Background()); err == nil || !strings.Contains(err.Error(), "a backup window is open now") || len(fd.asked) != 1 {
+		t.Fatalf("back up now during a window: %v", err)
+	}
+	fd.st.Open = nil
 	if _, err := (&StoreBackend{Store: s, Dir: dir, Writable: true}).BackUpNow(context.Background()); !errors.Is(err, ErrNoDaemon) {
 		t.Fatalf("back up now without a daemon: %v", err)
 	}
