@@ -138,11 +138,12 @@ func exfatLabel(r io.ReaderAt, b []byte) string {
 	if bpsShift < 9 || bpsShift > 12 || spcShift > 25-bpsShift || root < 2 {
 		return ""
 	}
-	off := (uint64(heap) + uint64(root-2)<<spcShift) << bpsShift
-	size := min(uint64(1)<<(bpsShift+spcShift), 64<<10)
-	if off > 1<<50 {
+	sector := uint64(heap) + uint64(root-2)<<spcShift // < 2^58: no overflow
+	if sector > 1<<(50-bpsShift) {
 		return ""
 	}
+	off := sector << bpsShift
+	size := min(uint64(1)<<(bpsShift+spcShift), 64<<10)
 	dir := make([]byte, size)
 	n, err := r.ReadAt(dir, int64(off))
 	if err != nil && !errors.Is(err, io.EOF) {
