@@ -401,5 +401,42 @@ func (t *linuxTerminal) Close() error {
 
 // openConsole opens a terminal for PID 1's lines.
 func openConsole(dev string) (io.WriteCloser, error) {
-	return os.OpenFile(dev, os.O_WRONLY|unix.O_NOCTTY, 0)
+	f, err := os.OpenFile(dev, os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &ttyWriter{dev: dev, f: f}, nil
+}
+
+// ttyWriter writes to a terminal, opening it again when a write fails:
+// when a program PID 1 started on the terminal (drawbridge init, a debug
+// shell) exits, the kernel hangs the terminal up, and every descriptor
+// opened on it before then fails from that moment.
+type ttyWriter struct {
+	dev string
+	f   *os.File
+}
+
+func (c *ttyWriter) Write(b []byte) (int, error) {
+	if c.f != nil {
+		n, err := c.f.Write(b)
+		if err == nil {
+			return n, nil
+		}
+		c.f.Close()
+		c.f = nil
+	}
+	f, err := os.OpenFile(c.dev, os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return 0, err
+	}
+	c.f = f
+	return f.Write(b)
+}
+
+func (c *ttyWriter) Close() error {
+	if c.f == nil {
+		return nil
+	}
+	return c.f.Close()
 }
