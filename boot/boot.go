@@ -87,8 +87,9 @@ var Modules = []string{
 	"xhci_pci", "xhci_hcd", "ehci_pci", "usb_storage", "uas", "usbhid", "hid_generic",
 	// Filesystems: ext4 on the data disk (crc32c for its metadata
 	// checksums: the kernel would ask modprobe for it, and there is none),
-	// FAT and exFAT on export drives with the character sets they use.
-	"crc32c_intel", "crc32c_generic", "ext4", "vfat", "exfat", "nls_cp437", "nls_iso8859_1", "nls_utf8",
+	// FAT and exFAT on export drives with the character sets they use
+	// (Debian's FAT default is ascii).
+	"crc32c_intel", "crc32c_generic", "ext4", "vfat", "exfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8",
 	// Network: virtio and Intel 1 and 10 gigabit.
 	"virtio_net", "e1000e", "igb", "ixgbe",
 	// Firewall: nftables with connection tracking (hw/firewall matches on
