@@ -316,7 +316,7 @@ func TestBootFailures(t *testing.T) {
 		}, "modules", "ok", "modules: warning: load module ext4: exec format error"},
 		{"a module not for this machine", func(r *rig) {
 			r.modules.fail = map[string]error{"kernel/drivers/watchdog/i6300esb.ko": fmt.Errorf("load module i6300esb: %w", kmod.ErrNoDevice)}
-		}, "modules", "ok", "5 loaded, 1 built in, 1 not for this machine (i6300esb), 26 missing"},
+		}, "modules", "ok", "5 loaded, 1 built in, 1 not for this machine (i6300esb), 27 missing"},
 		{"entropy never comes", func(r *rig) { r.random.after = -1; r.a.Timing.Entropy = 100 * time.Millisecond }, "entropy", "failed", "entropy: failed: the kernel's random pool is not ready after 100ms"},
 		{"no rtc", func(r *rig) { r.a.HW.RTC = fakeRTC{err: fs.ErrNotExist} }, "rtc", "failed", "rtc: failed: read the real-time clock"},
 		{"clock drift", func(r *rig) { r.a.HW.RTC = fakeRTC{t: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)} }, "rtc", "ok", "rtc: warning: the system clock is"},
