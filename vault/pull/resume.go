@@ -27,6 +27,7 @@ package pull
 import (
 	"encoding/binary"
 	"io"
+	"sync"
 
 	"drawbridge/vault/agentproto"
 	"drawbridge/vault/chunk"
@@ -72,14 +73,37 @@ func resumePoint(w *store.Writer, base, path string, size uint64, mtime int64) (
 	return refs, off, nil
 }
 
+// resumable stores files so that a pull cut off can resume them. Its
+// chunkers and buffers are shared by the files of a pull.
+type resumable struct {
+	w        *store.Writer
+	params   chunk.Params
+	chunkers sync.Pool
+	bufs     sync.Pool
+}
+
+func newResumable(w *store.Writer) *resumable {
+	return &resumable{w: w, params: w.ChunkParams()}
+}
+
 // storeFrom chunks r, the bytes of the file at path from offset from on,
 // and stores the chunks; it fills e (layout, chunks or lists, size) with
 // have, the chunks of the bytes before from, followed by them. Each chunk
-// is recorded under its resumeKey as soon as it is stored, for Abort. Errors of r are
-// returned as they are, wrapped: the caller tells them from store errors.
-func storeFrom(w *store.Writer, r io.Reader, e *tree.Entry, base, path string, mtime int64, have []tree.ChunkRef, from uint64) error {
-	params := w.ChunkParams()
-	c := chunk.New(r, params)
+// is recorded under its resumeKey as soon as it is stored, for Abort.
+// Errors of r are returned as they are, wrapped: the caller tells them
+// from store errors.
+func (rs *resumable) storeFrom(r io.Reader, e *tree.Entry, base, path string, mtime int64, have []tree.ChunkRef, from uint64) error {
+	w, params := rs.w, rs.params
+	c, ok := rs.chunkers.Get().(*chunk.Chunker)
+	if ok {
+		c.Reset(r)
+	} else {
+		c = chunk.New(r, params)
+	}
+	defer func() {
+		c.Reset(nil)
+		rs.chunkers.Put(c)
+	}()
 	fc := fileChunks{w: w}
 	for _, ref := range have {
 		if err := fc.add(ref); err != nil {
@@ -95,6 +119,13 @@ func storeFrom(w *store.Writer, r io.Reader, e *tree.Entry, base, path string, m
 	for range resumeWindow {
 		bufs <- nil
 	}
+	defer func() {
+		for range resumeWindow {
+			if b := <-bufs; b != nil {
+				rs.bufs.Put(&b)
+			}
+		}
+	}()
 	take := func() error {
 		r := <-queue[0]
 		queue = queue[1:]
@@ -118,13 +149,19 @@ func storeFrom(w *store.Writer, r io.Reader, e *tree.Entry, base, path string, m
 		}
 		buf := <-bufs
 		if buf == nil {
-			buf = make([]byte, 0, params.Max)
+			if p, ok := rs.bufs.Get().(*[]byte); ok {
+				buf = *p
+			} else {
+				buf = make([]byte, 0, params.Max)
+			}
 		}
 		data, err := c.Next(buf)
 		if err == io.EOF {
+			bufs <- buf
 			break
 		}
 		if err != nil {
+			bufs <- buf
 			return fail(err)
 		}
 		key := resumeKey(base, path, e.Size, mtime, off)

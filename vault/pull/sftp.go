@@ -86,7 +86,7 @@ func pullSFTP(ctx context.Context, c *ssh.Client, src *config.Source, w *store.W
 		sess.Close()
 		go cl.Close()
 	}()
-	k := &sftpWalk{ctx: ctx, cl: cl, g: g, w: w, log: log, sem: make(chan struct{}, sftpFiles), base: resumeBase(ctx)}
+	k := &sftpWalk{ctx: ctx, cl: cl, g: g, w: w, log: log, sem: make(chan struct{}, sftpFiles), base: resumeBase(ctx), rs: newResumable(w)}
 	return k.run(src.Paths)
 }
 
@@ -103,6 +103,7 @@ type sftpWalk struct {
 	// base is the source's latest snapshot id: what resuming a file
 	// stored half-way is keyed on.
 	base string
+	rs   *resumable
 }
 
 // fatal returns the error that ends the pull when err is not a refusal of
@@ -435,7 +436,7 @@ func (k *sftpWalk) file(p string, e *tree.Entry) error {
 		defer stream.stop()
 		r.r = stream
 	}
-	err = storeFrom(k.w, r, e, k.base, p, e.MtimeSec, have, from)
+	err = k.rs.storeFrom(r, e, k.base, p, e.MtimeSec, have, from)
 	if err == nil {
 		return nil
 	}
