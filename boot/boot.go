@@ -109,8 +109,10 @@ type Timing struct {
 	// driver loads (usb-storage waits a second before it scans a stick).
 	DiskSettle, DiskTimeout time.Duration
 	// Watchdog is how often the watchdog is petted; Heartbeat is how old
-	// the daemon's heartbeat may get before PID 1 stops petting it.
-	Watchdog, Heartbeat time.Duration
+	// the daemon's heartbeat may get before PID 1 stops petting it, and
+	// Startup how long a daemon may take to its first heartbeat (opening
+	// a large store).
+	Watchdog, Heartbeat, Startup time.Duration
 	// Stop is how long a service has to exit after SIGTERM.
 	Stop time.Duration
 	// Confirm bounds the wait for an answer at the console; no answer is
@@ -127,6 +129,7 @@ var DefaultTiming = Timing{
 	DiskTimeout: 10 * time.Second,
 	Watchdog:    10 * time.Second,
 	Heartbeat:   30 * time.Second,
+	Startup:     10 * time.Minute,
 	Stop:        10 * time.Second,
 	Confirm:     10 * time.Minute,
 	Format:      30 * time.Minute,
@@ -526,7 +529,7 @@ func (a *Appliance) startWatchdog(ctx context.Context, log *Log) error {
 			alive, age := a.daemonAlive()
 			if !alive {
 				if !hung {
-					a.Console.Printf("drawbridge: watchdog: the daemon's heartbeat is %v old: it seems hung; no longer petting the watchdog, which resets the box", age.Round(time.Second))
+					a.Console.Printf("drawbridge: watchdog: no heartbeat from the daemon for %v: it seems hung; no longer petting the watchdog, which resets the box", age.Round(time.Second))
 					hung = true
 				}
 				continue

@@ -126,7 +126,7 @@ func newRig(t *testing.T) *rig {
 	}
 	r.a = New(hw, r.out)
 	r.a.Timing = Timing{Entropy: time.Second, DiskSettle: 40 * time.Millisecond, DiskTimeout: time.Second, Watchdog: time.Millisecond,
-		Heartbeat: time.Second, Stop: 50 * time.Millisecond, Confirm: 300 * time.Millisecond, Format: time.Second}
+		Heartbeat: time.Second, Startup: 2 * time.Second, Stop: 50 * time.Millisecond, Confirm: 300 * time.Millisecond, Format: time.Second}
 	return r
 }
 

@@ -221,10 +221,11 @@ func sigName(s syscall.Signal) string {
 }
 
 // daemonAlive reports whether the watchdog is to be petted: yes unless the
-// daemon is running and its heartbeat (the newer of its file's mtime and
-// the process's start) is older than Timing.Heartbeat. A daemon that is
-// not expected (no data disk, no configuration, no heartbeat flag) or that
-// has exited and waits to be restarted is no reason to reset the box.
+// daemon is running and its last heartbeat is older than Timing.Heartbeat,
+// or it has given none in the Timing.Startup since it started. A daemon
+// that is not expected (no data disk, no configuration, no heartbeat flag)
+// or that has exited and waits to be restarted is no reason to reset the
+// box.
 func (a *Appliance) daemonAlive() (bool, time.Duration) {
 	a.mu.Lock()
 	d, hb := a.daemon, a.heartbeat
@@ -232,15 +233,19 @@ func (a *Appliance) daemonAlive() (bool, time.Duration) {
 	if d == nil || hb == "" {
 		return true, 0
 	}
-	p, last := d.Running()
+	p, started := d.Running()
 	if p == nil {
 		return true, 0
 	}
-	if st, err := a.HW.Stat(hb); err == nil && st.ModTime().After(last) {
-		last = st.ModTime()
+	now := a.HW.Clock()
+	if st, err := a.HW.Stat(hb); err == nil && st.ModTime().After(started) {
+		age := now.Sub(st.ModTime())
+		return age < a.Timing.Heartbeat, age
 	}
-	age := a.HW.Clock().Sub(last)
-	return age < a.Timing.Heartbeat, age
+	// No heartbeat from this process yet (the file may be an earlier
+	// one's).
+	age := now.Sub(started)
+	return age < a.Timing.Startup, age
 }
 
 // probe runs a command quietly and returns its exit code and output.

@@ -123,7 +123,7 @@ func TestWatchdogFollowsHeartbeat(t *testing.T) {
 
 	<-beat
 	beat <- false
-	waitFor(t, "hung daemon said", func() bool { return has(r.lines(), "drawbridge: watchdog: the daemon's heartbeat is") })
+	waitFor(t, "hung daemon said", func() bool { return has(r.lines(), "drawbridge: watchdog: no heartbeat from the daemon for") })
 	if !has(r.lines(), "it seems hung; no longer petting the watchdog") {
 		t.Errorf("console:\n%s", r.out)
 	}
@@ -204,5 +204,29 @@ func TestWatchdogTimeoutFromCmdline(t *testing.T) {
 	r.a.Boot(context.Background())
 	if !has(r.lines(), "watchdog: i6300ESB timer, reboots a hung box after 15s") {
 		t.Errorf("console:\n%s", r.out)
+	}
+}
+
+// A daemon is given Timing.Startup to its first heartbeat; one that never
+// gives one stops the petting after that.
+func TestWatchdogStartupGrace(t *testing.T) {
+	r := newRig(t)
+	withFlags(r, "--heartbeat FILE")
+	r.a.Timing.Heartbeat = 20 * time.Millisecond
+	r.a.Timing.Startup = 300 * time.Millisecond
+	// An earlier daemon's heartbeat, from before this one started.
+	r.files.touch(HeartbeatFile, r.a.HW.Clock())
+	res := results(r.a.Boot(context.Background()))
+	if res["daemon"] != "ok" {
+		t.Fatalf("results %v\n%s", res, r.out)
+	}
+	pets := r.watchdog.petCount()
+	waitFor(t, "pets while the daemon starts", func() bool { return r.watchdog.petCount() > pets+3 })
+	if has(r.lines(), "it seems hung") {
+		t.Errorf("hung before its start-up time was up:\n%s", r.out)
+	}
+	waitFor(t, "hung daemon said", func() bool { return has(r.lines(), "it seems hung; no longer petting the watchdog") })
+	if err := r.a.Shutdown(context.Background(), Request{Why: "test"}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -26,3 +26,25 @@ short line
 		t.Errorf("parseMounts = %v, want %v", got, want)
 	}
 }
+
+func TestTermInputLines(t *testing.T) {
+	in := &termInput{}
+	var got []string
+	for _, chunk := range []string{"format v", "da\r", "\n", "yes\n\nno\r\r\n", strings.Repeat("x", 1000), "\n", "tail"} {
+		in.rest = append(in.rest, chunk...)
+		for {
+			l, ok := in.line()
+			if !ok {
+				break
+			}
+			got = append(got, l)
+		}
+	}
+	want := []string{"format vda", "yes", "", "no", "", strings.Repeat("x", maxLine)}
+	if !slices.Equal(got, want) {
+		t.Errorf("lines %q, want %q", got, want)
+	}
+	if string(in.rest) != "tail" {
+		t.Errorf("left %q", in.rest)
+	}
+}
