@@ -1,8 +1,11 @@
 //go:build linux
 
 // Command drawbridge-init is the appliance's PID 1, /init in its image: the
-// boot steps of package boot, then reaping children and waiting for a
-// power-off request.
+// boot steps of package boot (first boot included), then reaping children,
+// keeping the daemon running, petting the watchdog while the daemon's
+// heartbeat is fresh, and waiting for a power-off request (the power
+// button, ctrl-alt-del, SIGTERM, SIGUSR2, SIGPWR) or a reboot request
+// (SIGUSR1).
 package main
 
 import (
