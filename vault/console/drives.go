@@ -612,7 +612,7 @@ func (d *driveScreens) keyConfirm(m *Model, k Key) []Cmd {
 		want := d.fmtDrive.Confirmation()
 		if d.typed != want {
 			d.typed = ""
-			d.fail("that is not %q: refused, nothing was formatted", want)
+			d.fail("that is not the confirmation shown: refused, nothing was formatted")
 			return nil
 		}
 		return d.startFormat(m)
@@ -698,7 +698,7 @@ func (d *driveScreens) startFormat(m *Model) []Cmd {
 	d.typed = ""
 	j, ctx := d.startJob(m, "format", fmt.Sprintf("Format %s as %s", drive, fstype), drive.Name, drive.String(),
 		map[string]any{"drive": drive.Name, "fstype": fstype, "model": strings.TrimSpace(drive.Vendor + " " + drive.Model), "size": drive.Size, "serial": drive.Serial})
-	j.fmtDone = fmt.Sprintf("%s is formatted as %s, labelled %s", drive, fstype, FormatLabel)
+	j.fmtDone = fmt.Sprintf("formatted as %s, labelled %s: %s", fstype, FormatLabel, drive)
 	return []Cmd{func() Msg {
 		defer j.cancel()
 		err := dr.Format(ctx, drive, fstype, FormatLabel, confirm)
