@@ -506,10 +506,15 @@ func (a *Appliance) startWatchdog(ctx context.Context, log *Log) error {
 		wd.Disarm()
 		return fmt.Errorf("pet %s: %w", wd.Identity(), err)
 	}
+	every := a.Timing.Watchdog
 	if t, err := wd.Timeout(); err == nil {
-		log.Printf("%s, reboots a hung box after %v; petted every %v while the daemon is alive", wd.Identity(), t, a.Timing.Watchdog)
+		// A watchdog with a short timeout is petted thrice within it.
+		if t > 0 && t/3 < every {
+			every = t / 3
+		}
+		log.Printf("%s, reboots a hung box after %v; petted every %v while the daemon is alive", wd.Identity(), t, every)
 	} else {
-		log.Printf("%s, petted every %v while the daemon is alive", wd.Identity(), a.Timing.Watchdog)
+		log.Printf("%s, petted every %v while the daemon is alive", wd.Identity(), every)
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	a.mu.Lock()
@@ -517,7 +522,7 @@ func (a *Appliance) startWatchdog(ctx context.Context, log *Log) error {
 	a.mu.Unlock()
 	go func() {
 		defer close(done)
-		t := time.NewTicker(a.Timing.Watchdog)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		failing, hung := false, false
 		for {

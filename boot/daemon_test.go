@@ -200,9 +200,20 @@ func TestRebootRequest(t *testing.T) {
 
 func TestWatchdogTimeoutFromCmdline(t *testing.T) {
 	r := newRig(t)
+	r.a.Timing.Watchdog = 10 * time.Second
 	r.cmdline = "console=ttyS0 drawbridge.watchdog_timeout=15s"
 	r.a.Boot(context.Background())
-	if !has(r.lines(), "watchdog: i6300ESB timer, reboots a hung box after 15s") {
+	// Petted thrice within the timeout.
+	if !has(r.lines(), "watchdog: i6300ESB timer, reboots a hung box after 15s; petted every 5s") {
+		t.Errorf("console:\n%s", r.out)
+	}
+}
+
+func TestWatchdogShorterPetIntervalKept(t *testing.T) {
+	r := newRig(t)
+	r.cmdline = "console=ttyS0 drawbridge.watchdog_timeout=15s"
+	r.a.Boot(context.Background())
+	if !has(r.lines(), "watchdog: i6300ESB timer, reboots a hung box after 15s; petted every 1ms") {
 		t.Errorf("console:\n%s", r.out)
 	}
 }
