@@ -87,7 +87,7 @@ func (f *fakeDrives) ExportTo(ctx context.Context, r Reader, sn store.Snapshot, 
 	f.mu.Lock()
 	f.exported = append(f.exported, short(sn.ID, 12)+" "+kind+" -> "+part.Name)
 	f.mu.Unlock()
-	return &DriveReport{Partition: part.Name, Dir: exportDirName(sn.ID, time.Unix(2e9, 0)), Files: 2, Bytes: 10, Verified: 2, Unmounted: true}, nil
+	return &DriveReport{Partition: part.Name, Dir: exportDirName(sn.ID, time.Unix(2e9, 0), sealed), Files: 2, Bytes: 10, Verified: 2, Unmounted: true}, nil
 }
 
 func (f *fakeDrives) Format(ctx context.Context, d usb.Drive, fstype, label, confirm string) error {
@@ -421,7 +421,7 @@ func TestDriveExport(t *testing.T) {
 	if fmt.Sprint(h.dr.exported) != "[abababababab sealed -> sdb1]" || !h.journaled(RecordExport) {
 		t.Fatalf("exported %v journal %v", h.dr.exported, h.b.journal)
 	}
-	h.want("exported abababababab (sealed) to sdb1:/drawbridge-export-abababababab-", "packs whole", "pull it out now")
+	h.want("exported abababababab (sealed) to sdb1:/drawbridge-sealed-abababababab-", "packs whole", "pull it out now")
 	h.keys("x")
 	if h.m.reader != nil {
 		t.Fatal("a sealed export unlocked the store")

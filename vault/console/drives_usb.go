@@ -1,11 +1,16 @@
 package console
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -67,7 +72,16 @@ func (u *USBDrives) mount(part usb.Partition, readOnly bool) (*usb.Mounted, erro
 
 // unmount flushes and unmounts m and says so in rep.
 func unmount(m *usb.Mounted, rep *DriveReport) {
-	if err := m.Unmount(); err != nil {
+	err := m.Unmount()
+	// vault/export's sealed copy leaves a directory handle (an os.Root)
+	// open, which keeps the filesystem busy until the garbage collector
+	// closes it.
+	for i := 0; i < 20 && errors.Is(err, unix.EBUSY); i++ {
+		runtime.GC()
+		time.Sleep(50 * time.Millisecond)
+		err = m.Unmount()
+	}
+	if err != nil {
 		rep.UnmountErr = err.Error()
 	} else {
 		rep.Unmounted = true
@@ -125,11 +139,14 @@ func (u *USBDrives) RestoreTo(ctx context.Context, r Reader, sn store.Snapshot, 
 	}
 	out := &DriveReport{Partition: part.Name}
 	wctx, stop := watchPresent(ctx, m)
-	rep, err := todrive.Restore(wctx, r, root, subpath, m.Root(), todrive.DirName(sn.ID, u.now()),
+	rep, err := todrive.Restore(wctx, r, root, subpath, m.Root(), freeName(m.Root(), todrive.DirName(sn.ID, u.now())),
 		todrive.Options{Progress: progress, Present: m.Present})
 	err = gone(m, cause(wctx, err))
 	stop()
 	unmount(m, out)
+	if err == nil && !out.Unmounted {
+		err = gone(m, fmt.Errorf("flush the drive: %s", out.UnmountErr))
+	}
 	if rep != nil {
 		out.Dir = filepath.Base(rep.Dir)
 		out.Files, out.Bytes, out.Verified = rep.Files, rep.Bytes, rep.Verified
@@ -150,9 +167,27 @@ func (u *USBDrives) RestoreTo(ctx context.Context, r Reader, sn store.Snapshot, 
 }
 
 // exportDirName is the new directory an export makes at the top of a
-// drive: "drawbridge-export-3f2a9c01b7e4-20261127-1203".
-func exportDirName(snapID string, t time.Time) string {
-	return strings.Replace(todrive.DirName(snapID, t), "drawbridge-restore-", "drawbridge-export-", 1)
+// drive: "drawbridge-export-3f2a9c01b7e4-20261127-1203", or
+// "drawbridge-sealed-…" for a sealed copy.
+func exportDirName(snapID string, t time.Time, sealed bool) string {
+	kind := "drawbridge-export-"
+	if sealed {
+		kind = "drawbridge-sealed-"
+	}
+	return strings.Replace(todrive.DirName(snapID, t), "drawbridge-restore-", kind, 1)
+}
+
+// freeName is name, or name-2, name-3… when the drive already has it (a
+// second restore within the minute).
+func freeName(dir, name string) string {
+	try := name
+	for i := 2; i < 100; i++ {
+		if _, err := os.Lstat(filepath.Join(dir, try)); errors.Is(err, os.ErrNotExist) {
+			return try
+		}
+		try = fmt.Sprintf("%s-%d", name, i)
+	}
+	return try
 }
 
 // ExportTo writes the plain or sealed export of sn into a new directory on
@@ -171,56 +206,110 @@ func (u *USBDrives) ExportTo(ctx context.Context, r Reader, sn store.Snapshot, p
 	if err != nil {
 		return nil, err
 	}
-	out := &DriveReport{Partition: part.Name, Dir: exportDirName(sn.ID, u.now())}
+	out := &DriveReport{Partition: part.Name, Dir: freeName(m.Root(), exportDirName(sn.ID, u.now(), sealed))}
 	wctx, stop := watchPresent(ctx, m)
 	err = u.write(wctx, m, r, sn, root, sealed, out, progress)
 	err = gone(m, cause(wctx, err))
 	stop()
 	unmount(m, out)
+	if err == nil && !out.Unmounted {
+		err = gone(m, fmt.Errorf("flush the drive: %s", out.UnmountErr))
+	}
 	if err != nil {
 		return out, err
-	}
-	if !out.Unmounted {
-		return out, nil
 	}
 	// Read back from the drive itself, not the page cache: mounted
 	// again, read-only.
 	progress(todrive.Progress{Phase: todrive.PhaseVerify, Total: out.Bytes})
+	wrote := m
 	m, err = u.mount(part, true)
 	if err != nil {
-		return out, fmt.Errorf("mount again to read back: %w", err)
+		return out, gone(wrote, fmt.Errorf("mount again to read back: %w", err))
 	}
-	defer func() {
-		m.Unmount()
-		os.Remove(m.Root())
-	}()
+	err = u.readBack(ctx, m, out, sealed, progress)
+	out.Unmounted, out.UnmountErr = false, ""
+	unmount(m, out)
+	if err == nil && !out.Unmounted {
+		err = fmt.Errorf("unmount after reading back: %s", out.UnmountErr)
+	}
+	return out, gone(m, err)
+}
+
+// readBack checks the export on the drive mounted read-only: the plain
+// export's files against its signed MANIFEST, the sealed copy's packs
+// byte for byte against the store's.
+func (u *USBDrives) readBack(ctx context.Context, m *usb.Mounted, out *DriveReport, sealed bool, progress func(todrive.Progress)) error {
 	dir := filepath.Join(m.Root(), out.Dir)
-	if sealed {
-		if export.IncompleteSealed(dir) {
-			out.Problems = append(out.Problems, "the sealed copy reads back incomplete")
+	if !sealed {
+		res, err := manifest.Verify(filepath.Join(dir, manifest.Dir), seal.Fingerprint(u.Store.Keys().Identity.Public()))
+		if err != nil {
+			return fmt.Errorf("read back: %w", err)
 		}
-		packs := 0
-		filepath.WalkDir(filepath.Join(dir, "packs"), func(p string, e os.DirEntry, err error) error {
-			if err == nil && !e.IsDir() && filepath.Ext(p) == ".pack" {
-				packs++
-			}
-			return nil
-		})
-		out.Verified = int64(packs)
-		if int64(packs) != out.Files {
-			out.Problems = append(out.Problems, fmt.Sprintf("%d packs read back, %d were written", packs, out.Files))
+		out.Verified = res.Files
+		for _, p := range res.Problems {
+			out.Problems = append(out.Problems, "read back: "+p)
 		}
-		return out, gone(m, nil)
+		return nil
 	}
-	res, err := manifest.Verify(filepath.Join(dir, manifest.Dir), seal.Fingerprint(u.Store.Keys().Identity.Public()))
+	if export.IncompleteSealed(dir) {
+		out.Problems = append(out.Problems, "the sealed copy reads back incomplete")
+	}
+	drive, err := os.OpenRoot(dir)
 	if err != nil {
-		return out, gone(m, fmt.Errorf("read back: %w", err))
+		return fmt.Errorf("read back: %w", err)
 	}
-	out.Verified = res.Files
-	for _, p := range res.Problems {
-		out.Problems = append(out.Problems, "read back: "+p)
+	defer drive.Close()
+	var done int64
+	err = fs.WalkDir(drive.FS(), "packs", func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() || !strings.HasSuffix(p, ".pack") {
+			return ctx.Err()
+		}
+		n, same, err := samePack(drive, p, filepath.Join(u.StoreDir, filepath.FromSlash(p)))
+		if err != nil {
+			return err
+		}
+		done += n
+		progress(todrive.Progress{Phase: todrive.PhaseVerify, Done: done, Total: out.Bytes})
+		if same {
+			out.Verified++
+		} else {
+			out.Problems = append(out.Problems, "read back differently: "+p)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read back: %w", err)
 	}
-	return out, nil
+	if out.Verified != out.Files {
+		out.Problems = append(out.Problems, fmt.Sprintf("%d packs read back whole, %d were written", out.Verified, out.Files))
+	}
+	return nil
+}
+
+// samePack compares the pack p on the drive with the store's copy.
+func samePack(drive *os.Root, p, storePath string) (int64, bool, error) {
+	a, err := drive.Open(p)
+	if err != nil {
+		return 0, false, err
+	}
+	defer a.Close()
+	b, err := os.Open(storePath)
+	if err != nil {
+		return 0, false, err
+	}
+	defer b.Close()
+	ha, hb := sha256.New(), sha256.New()
+	n, err := io.Copy(ha, a)
+	if err != nil {
+		return n, false, err
+	}
+	if _, err := io.Copy(hb, b); err != nil {
+		return n, false, err
+	}
+	return n, bytes.Equal(ha.Sum(nil), hb.Sum(nil)), nil
 }
 
 // write is the export proper, with progress and a free-space check.

@@ -1,0 +1,284 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"drawbridge/hw/usb"
+	"drawbridge/vault/export/manifest"
+	"drawbridge/vault/internal/fixture"
+	"drawbridge/vault/seal"
+	"drawbridge/vault/store"
+	"drawbridge/vault/todrive"
+)
+
+// needReal skips with what to install, or fails under CI=true.
+func needReal(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true requires it)")
+	}
+	t.Skip(msg)
+}
+
+// loopExt4 makes an ext4 image of size bytes on a loop device and returns
+// the device's kernel name.
+func loopExt4(t *testing.T, size int64) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		needReal(t, "needs root for loop devices")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			needReal(t, "needs "+tool+": apt-get install util-linux e2fsprogs")
+		}
+	}
+	img := filepath.Join(t.TempDir(), "stick.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		needReal(t, "losetup: "+err.Error())
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return filepath.Base(dev)
+}
+
+// usbVault is a store with one snapshot of src, unlocked, and the
+// console's drives on loop devices.
+type usbVault struct {
+	s  *store.Store
+	sn store.Snapshot
+	r  *store.Reader
+	u  *USBDrives
+}
+
+func newUSBVault(t *testing.T, fill func(src string)) *usbVault {
+	t.Helper()
+	work := t.TempDir()
+	src := filepath.Join(work, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fill(src)
+	dir := filepath.Join(work, "store")
+	s, err := store.Init(dir, []byte("pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); fixture.Unseal(dir) })
+	sn, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Unlock([]byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	p := usb.Local()
+	p.Any = true
+	return &usbVault{s: s, sn: *sn, r: r, u: &USBDrives{Ports: p, MountDir: filepath.Join(work, "mnt"), Store: s, StoreDir: dir}}
+}
+
+// partition finds the loop device's filesystem in the drive list.
+func (v *usbVault) partition(t *testing.T, name string) usb.Partition {
+	t.Helper()
+	drives, _ := v.u.List() // other loop devices of the machine may be unreadable
+	for _, d := range drives {
+		if d.Name == name && len(d.Partitions) == 1 {
+			return d.Partitions[0]
+		}
+	}
+	t.Fatalf("%s not listed with a filesystem among %+v", name, drives)
+	return usb.Partition{}
+}
+
+// look mounts part read-only and calls fn with its root.
+func (v *usbVault) look(t *testing.T, part usb.Partition, fn func(root string)) {
+	t.Helper()
+	m, err := v.u.Ports.Mount(part, filepath.Join(t.TempDir(), "look"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount()
+	fn(m.Root())
+}
+
+func mounted(dir string) bool {
+	var a, b unix.Stat_t
+	return unix.Stat(dir, &a) == nil && unix.Stat(filepath.Dir(dir), &b) == nil && a.Dev != b.Dev
+}
+
+// TestUSBDrivesRestoreAndExport restores a file, exports the snapshot
+// plain and sealed to a real ext4 loop device, and checks each on the
+// drive; a drive too small refuses before writing.
+func TestUSBDrivesRestoreAndExport(t *testing.T) {
+	hello := []byte("hello from the vault\n")
+	v := newUSBVault(t, func(src string) {
+		os.WriteFile(filepath.Join(src, "hello.txt"), hello, 0o644)
+		os.WriteFile(filepath.Join(src, "big.bin"), bytes.Repeat([]byte{7}, 3<<20), 0o644)
+	})
+	dev := loopExt4(t, 64<<20)
+	part := v.partition(t, dev)
+	root, err := parseRoot(v.sn.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcDir := strings.TrimSuffix(v.sn.Paths[0], "/")
+	var phases sync.Map
+	rep, err := v.u.RestoreTo(context.Background(), v.r, v.sn, root, srcDir+"/hello.txt", part, func(p todrive.Progress) { phases.Store(p.Phase, true) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Files != 1 || rep.Verified != 1 || !rep.Unmounted || len(rep.Problems) != 0 || !strings.HasPrefix(rep.Dir, "drawbridge-restore-") {
+		t.Fatalf("restore report %+v", rep)
+	}
+	if _, ok := phases.Load(todrive.PhaseVerify); !ok {
+		t.Error("no progress of the read-back")
+	}
+	if mounted(filepath.Join(v.u.MountDir, part.Name)) {
+		t.Fatal("the drive is still mounted after the restore")
+	}
+	v.look(t, part, func(r string) {
+		got, err := os.ReadFile(filepath.Join(r, rep.Dir, "hello.txt"))
+		if err != nil || !bytes.Equal(got, hello) {
+			t.Fatalf("on the drive: %q, %v", got, err)
+		}
+	})
+
+	// Plain export: read back and checked against the signed MANIFEST.
+	rep, err = v.u.ExportTo(context.Background(), v.r, v.sn, part, false, func(todrive.Progress) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Files != 2 || rep.Verified != 2 || !rep.Unmounted || len(rep.Problems) != 0 || !strings.HasPrefix(rep.Dir, "drawbridge-export-") {
+		t.Fatalf("export report %+v", rep)
+	}
+	v.look(t, part, func(r string) {
+		res, err := manifest.Verify(filepath.Join(r, rep.Dir, manifest.Dir), seal.Fingerprint(v.s.Keys().Identity.Public()))
+		if err != nil || !res.OK() || res.Files != 2 {
+			t.Fatalf("the export does not verify: %+v, %v", res, err)
+		}
+	})
+
+	// Sealed export: the drive gets a store of its own.
+	rep, err = v.u.ExportTo(context.Background(), nil, v.sn, part, true, func(todrive.Progress) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Files == 0 || rep.Verified != rep.Files || !rep.Unmounted || len(rep.Problems) != 0 {
+		t.Fatalf("sealed export report %+v", rep)
+	}
+	v.look(t, part, func(r string) {
+		if _, err := os.Stat(filepath.Join(r, rep.Dir, "store.json")); err != nil {
+			t.Fatalf("sealed copy: %v", err)
+		}
+	})
+
+	// A drive too small: refused before anything is written.
+	small := v.partition(t, loopExt4(t, 2<<20))
+	_, err = v.u.RestoreTo(context.Background(), v.r, v.sn, root, srcDir, small, func(todrive.Progress) {})
+	if !errors.Is(err, todrive.ErrNoSpace) {
+		t.Fatalf("restore to a 2 MiB drive: %v", err)
+	}
+	_, err = v.u.ExportTo(context.Background(), v.r, v.sn, small, false, func(todrive.Progress) {})
+	if !errors.Is(err, todrive.ErrNoSpace) {
+		t.Fatalf("export to a 2 MiB drive: %v", err)
+	}
+	if mounted(filepath.Join(v.u.MountDir, small.Name)) {
+		t.Fatal("the small drive is still mounted")
+	}
+}
+
+// TestUSBDrivesPulled pulls the drive (the loop device shrinks to one
+// sector) in the middle of an export: ErrDriveGone, and nothing stays
+// mounted.
+func TestUSBDrivesPulled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 48 MiB")
+	}
+	v := newUSBVault(t, func(src string) {
+		r := rand.New(rand.NewPCG(1, 2))
+		for i := range 12 {
+			b := make([]byte, 4<<20)
+			for j := range b {
+				b[j] = byte(r.Uint32())
+			}
+			os.WriteFile(filepath.Join(src, "f"+string(rune('a'+i))), b, 0o644)
+		}
+	})
+	dev := loopExt4(t, 128<<20)
+	part := v.partition(t, dev)
+	var once sync.Once
+	pulled := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := v.u.ExportTo(context.Background(), v.r, v.sn, part, false, func(p todrive.Progress) {
+			if p.Done > 8<<20 {
+				once.Do(func() { close(pulled) })
+			}
+		})
+		errc <- err
+	}()
+	select {
+	case <-pulled:
+	case err := <-errc:
+		t.Fatalf("the export ended before the drive was pulled: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("no progress within 60s")
+	}
+	shrinkLoop(t, "/dev/"+dev)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, todrive.ErrDriveGone) {
+			t.Fatalf("err = %v, want ErrDriveGone", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the export did not notice the pulled drive within 20s")
+	}
+	if mounted(filepath.Join(v.u.MountDir, part.Name)) {
+		t.Fatal("the pulled drive is still mounted")
+	}
+}
+
+// shrinkLoop makes the loop device one sector long: every read or write
+// past it fails, as with a drive pulled out.
+func shrinkLoop(t *testing.T, dev string) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info.Sizelimit = 512
+	if err := unix.IoctlLoopSetStatus64(int(f.Fd()), info); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
+		t.Fatal(err)
+	}
+}
