@@ -751,7 +751,7 @@ func (d *driveScreens) done(m *Model, v driveDoneMsg) []Cmd {
 		return []Cmd{m.journal(typ, "console formatted "+what+" as "+fmt.Sprint(data["fstype"]), data)}
 	}
 	j.failed = len(rep.Problems) > 0
-	j.result = []string{fmt.Sprintf("%s %s to %s:/%s: %d files, %s", verb, what, rep.Partition, rep.Dir, rep.Files, HumanBytes(rep.Bytes))}
+	j.result = []string{verb + " " + what, fmt.Sprintf("to %s:/%s: %d files, %s", rep.Partition, rep.Dir, rep.Files, HumanBytes(rep.Bytes))}
 	if sealed, _ := data["sealed"].(bool); sealed {
 		j.result = append(j.result, fmt.Sprintf("checked on a read-only mount: %d packs whole", rep.Verified))
 	} else {

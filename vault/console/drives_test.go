@@ -283,7 +283,7 @@ func TestDriveRestorePlugPick(t *testing.T) {
 	if h.d.stage != dsWork || h.d.job.running || h.d.job.failed {
 		t.Fatalf("stage %v job %+v", h.d.stage, h.d.job)
 	}
-	h.want("restored abababababab:/etc/hosts to sdb1:/drawbridge-restore-abababababab-", "read back from the drive: 1 files identical",
+	h.want("restored abababababab:/etc/hosts", "to sdb1:/drawbridge-restore-abababababab-", "read back from the drive: 1 files identical",
 		"you can pull it out now")
 	if !h.journaled(RecordRestoreDrive) {
 		t.Errorf("not journaled: %v", h.b.journal)
@@ -421,7 +421,7 @@ func TestDriveExport(t *testing.T) {
 	if fmt.Sprint(h.dr.exported) != "[abababababab sealed -> sdb1]" || !h.journaled(RecordExport) {
 		t.Fatalf("exported %v journal %v", h.dr.exported, h.b.journal)
 	}
-	h.want("exported abababababab (sealed) to sdb1:/drawbridge-sealed-abababababab-", "packs whole", "pull it out now")
+	h.want("exported abababababab (sealed)", "to sdb1:/drawbridge-sealed-abababababab-", "packs whole", "pull it out now")
 	h.keys("x")
 	if h.m.reader != nil {
 		t.Fatal("a sealed export unlocked the store")

@@ -159,14 +159,14 @@ func (d *driveScreens) listView(m *Model) (string, []styled) {
 				text += "   (not usable here)"
 			}
 		}
-		lines = append(lines, styled{st, text})
+		lines = append(lines, styled{st, mark(text, i == d.sel)})
 	}
 	if d.purpose == forRestore {
 		st := styleNormal
 		if d.sel == len(rows) {
 			st = styleSel
 		}
-		lines = append(lines, styled{}, styled{st, "  to a directory typed by hand (t)"})
+		lines = append(lines, styled{}, styled{st, mark("  to a directory typed by hand (t)", d.sel == len(rows))})
 	}
 	if d.listErr != "" {
 		lines = append(lines, styled{styleDim, fit("(some drives could not be read: "+d.listErr+")", driveBoxW-2)})
@@ -228,6 +228,15 @@ func (d *driveScreens) workView(m *Model) (string, []styled) {
 	return j.title, lines
 }
 
+// mark puts "> " at the start of the selected row, which shows on
+// terminals without reverse video too.
+func mark(row string, sel bool) string {
+	if sel {
+		return "> " + strings.TrimPrefix(row, "  ")
+	}
+	return row
+}
+
 // bar is a progress bar of done in total.
 func bar(done, total int64) string {
 	const barW = 40
@@ -258,7 +267,7 @@ func (d *driveScreens) configsView() (string, []styled) {
 		default:
 			text = fmt.Sprintf("%s: refused: %v", f, strings.ReplaceAll(f.Err.Error(), "\n", "; "))
 		}
-		lines = append(lines, styled{st, "  " + text})
+		lines = append(lines, styled{st, mark("  "+text, i == d.foundSel)})
 	}
 	lines = append(lines, styled{}, styled{styleDim, "Enter  show what it changes   r  look again   Esc  cancel"})
 	return "Import a configuration from a USB drive", lines
