@@ -262,7 +262,7 @@ func TestDriveRestorePlugPick(t *testing.T) {
 	if h.d.stage != dsList || h.d.purpose != forRestore {
 		t.Fatalf("r opens stage %v", h.d.stage)
 	}
-	h.want("Restore /etc/hosts to a USB drive", "No USB drive is plugged in", "to a directory typed by hand")
+	h.want("Restore to a USB drive", "/etc/hosts", "No USB drive is plugged in", "to a directory typed by hand")
 
 	h.dr.set(blank, stick)
 	h.tick()

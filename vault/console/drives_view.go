@@ -118,10 +118,12 @@ type styled struct {
 
 func (d *driveScreens) listView(m *Model) (string, []styled) {
 	title := "USB drives"
+	var lines []styled
 	switch d.purpose {
 	case forRestore:
 		what, _, _ := m.restoreWhat()
-		title = "Restore " + what + " to a USB drive"
+		title = "Restore to a USB drive"
+		lines = append(lines, styled{styleTitle, fitLeft(what, driveBoxW-2)}, styled{})
 	case forExport:
 		kind := "plain"
 		if d.sealed {
@@ -129,7 +131,6 @@ func (d *driveScreens) listView(m *Model) (string, []styled) {
 		}
 		title = fmt.Sprintf("Export %s (%s) to a USB drive", short(d.snap.ID, 12), kind)
 	}
-	var lines []styled
 	rows := d.rows()
 	switch {
 	case !d.listed:
@@ -226,6 +227,15 @@ func (d *driveScreens) workView(m *Model) (string, []styled) {
 	}
 	lines = append(lines, styled{}, styled{styleDim, fmt.Sprintf("took %s; press any key", j.ended.Sub(j.started).Round(time.Millisecond))})
 	return j.title, lines
+}
+
+// fitLeft shortens s to n runes, keeping its end (a path's file name).
+func fitLeft(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return "…" + string(r[len(r)-n+1:])
 }
 
 // mark puts "> " at the start of the selected row, which shows on
