@@ -292,13 +292,21 @@ func (d *driveScreens) tick(m *Model) []Cmd {
 // openList shows the drive list for purpose.
 func (d *driveScreens) openList(m *Model, purpose drivePurpose) []Cmd {
 	if drivesOf(m.b) == nil {
-		m.fail("this console has no USB drives to offer")
+		m.fail("%s", noDrives(m))
 		return nil
 	}
 	d.stage, d.purpose, d.sel, d.msg = dsList, purpose, 0, ""
 	d.listed = false
 	m.msg = ""
 	return d.list(m)
+}
+
+// noDrives says why the console offers no drives.
+func noDrives(m *Model) string {
+	if m.b.ReadOnly() {
+		return ErrReadOnly.Error() + ": stop the daemon to use USB drives"
+	}
+	return "this console has no USB drives (drawbridge export and restore write to a directory)"
 }
 
 // openRestore offers the drives, or the typed directory when there are
@@ -316,11 +324,7 @@ func (d *driveScreens) openRestore(m *Model) []Cmd {
 // openExport asks how to export sn: e on the snapshot list.
 func (d *driveScreens) openExport(m *Model, sn store.Snapshot) []Cmd {
 	if drivesOf(m.b) == nil {
-		m.fail("this console has no USB drives to export to (drawbridge export writes to a directory)")
-		return nil
-	}
-	if m.b.ReadOnly() {
-		m.fail("%v: stop the daemon to export", ErrReadOnly)
+		m.fail("%s", noDrives(m))
 		return nil
 	}
 	d.snap, d.stage, d.msg = sn, dsExportKind, ""
@@ -340,7 +344,7 @@ func (d *driveScreens) unlocked(m *Model) []Cmd {
 func (d *driveScreens) openImport(m *Model) []Cmd {
 	dr := drivesOf(m.b)
 	if dr == nil {
-		m.fail("this console has no USB drives to import from")
+		m.fail("%s", noDrives(m))
 		return nil
 	}
 	d.stage, d.msg, d.found, d.plan = dsScan, "", nil, nil

@@ -322,6 +322,19 @@ func driveHints(d *driveScreens) string {
 		return "Enter apply   Esc cancel"
 	case dsImported:
 		return "any key: close"
+	case dsExportKind:
+		return "p plain   s sealed   Esc cancel"
+	case dsFSType:
+		return "1 exfat   2 vfat   3 ext4   Esc back"
+	case dsScan:
+		return "Esc cancel"
+	case dsPlan:
+		return "y apply   n or Esc cancel   Up/Down scroll"
+	case dsConfigs:
+		return "Up/Down move   Enter show the changes   r look again   Esc cancel"
 	}
-	return "Up/Down move   Enter pick   Esc cancel"
+	if d.purpose == forLook {
+		return "Up/Down move   f format   Esc back"
+	}
+	return "Up/Down move   Enter pick   f format   Esc cancel"
 }
