@@ -1,7 +1,9 @@
 // Package blockdev finds block devices by the label of the ext2/3/4
 // filesystem they hold, the way PID 1 finds the vault's data disk: it lists
 // the kernel's block devices under /sys/class/block and reads each one's
-// superblock. It reads only; it never mounts or writes.
+// superblock. On a first boot it tells which whole disks are blank (their
+// first and last MiB all zeros), the only ones PID 1 may offer to format.
+// It reads only; it never mounts or writes.
 package blockdev
 
 import (

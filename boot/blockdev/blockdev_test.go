@@ -195,3 +195,75 @@ func TestFindRealExt4(t *testing.T) {
 		t.Errorf("device %+v", d)
 	}
 }
+
+// TestCandidates reads real sparse files: only an all-zero whole disk is
+// blank; a byte anywhere in the first or last MiB, a filesystem, a
+// partition, a read-only or removable disk rule it out.
+func TestCandidates(t *testing.T) {
+	dir := t.TempDir()
+	disk := func(name string, size int64, at int64, b []byte) {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Truncate(size); err != nil {
+			t.Fatal(err)
+		}
+		if b != nil {
+			if _, err := f.WriteAt(b, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const mib = 1 << 20
+	disk("vda", 8*mib, 0, nil)
+	disk("vdb", 8*mib, 8*mib-1, []byte{1})      // the GPT's backup lives here
+	disk("vdc", 8*mib, 510, []byte{0x55, 0xaa}) // an MBR's signature
+	disk("vdd", 8*mib, 0, extImage("OTHER"))
+	disk("vde", 8*mib, 4*mib, []byte{1}) // the middle is not looked at
+	disk("vdf", 3*mib/2, 0, nil)         // smaller than two MiB
+	disk("vdg1", 8*mib, 0, nil)
+	disk("sda", 8*mib, 0, nil)
+	disk("sr0", 8*mib, 0, nil)
+	disk("vdh", 8*mib, 0, nil)
+	sys := fakeSys(map[string]string{"vda": "16384", "vdb": "16384", "vdc": "16384", "vdd": "16384", "vde": "16384",
+		"vdf": "3072", "vdg1": "16384", "sda": "16384", "sr0": "16384", "vdh": "16384"})
+	sys["class/block/vda/device/model"] = &fstest.MapFile{Data: []byte("Samsung SSD 870  \n")}
+	sys["class/block/vdg1/partition"] = &fstest.MapFile{Data: []byte("1\n")}
+	sys["class/block/sda/removable"] = &fstest.MapFile{Data: []byte("1\n")}
+	sys["class/block/vdh/ro"] = &fstest.MapFile{Data: []byte("1\n")}
+	cs, err := Scanner{Sys: sys, Dev: DevDir(dir)}.Candidates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, c := range cs {
+		got[c.Name] = c.Why
+		if c.Blank {
+			got[c.Name] = "blank " + c.Model
+		}
+	}
+	want := map[string]string{
+		"vda": "blank Samsung SSD 870",
+		"vdb": "holds data (its first or last MiB is not all zeros)",
+		"vdc": "holds data (its first or last MiB is not all zeros)",
+		"vdd": "holds an ext filesystem",
+		"vde": "blank ",
+		"vdf": "blank ",
+	}
+	if len(got) != len(want) {
+		t.Errorf("candidates %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %q, want %q", k, got[k], v)
+		}
+	}
+
+	// A device that cannot be read at an offset is never blank.
+	cs, err = Scanner{Sys: fakeSys(map[string]string{"vda": "16"}), Dev: fakeDev{"vda": make([]byte, 8192)}}.Candidates()
+	if err == nil || len(cs) != 1 || cs[0].Blank {
+		t.Errorf("Candidates = %+v, %v", cs, err)
+	}
+}
