@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,9 @@ type USBDrives struct {
 	Admin      *admin.Guard // checks the admin passphrase of an import
 	Verifiers  string       // drawbridge-verify builds the plain export carries; "" for none
 	Clock      func() time.Time
+	// Only, when set, limits the drives offered and searched (tests keep
+	// to their own loop devices).
+	Only func(usb.Drive) bool
 }
 
 func (u *USBDrives) now() time.Time {
@@ -55,7 +59,18 @@ func (u *USBDrives) now() time.Time {
 }
 
 // List lists the drives plugged in.
-func (u *USBDrives) List() ([]usb.Drive, error) { return u.Ports.List() }
+func (u *USBDrives) List() ([]usb.Drive, error) {
+	drives, err := u.Ports.List()
+	if u.Only != nil {
+		drives = slices.DeleteFunc(drives, func(d usb.Drive) bool { return !u.Only(d) })
+	}
+	return drives, err
+}
+
+// Mount mounts part under dir (importer.Drives).
+func (u *USBDrives) Mount(part usb.Partition, dir string, readOnly bool) (*usb.Mounted, error) {
+	return u.Ports.Mount(part, dir, readOnly)
+}
 
 // Format erases d; Ports.Format checks the confirmation.
 func (u *USBDrives) Format(ctx context.Context, d usb.Drive, fstype, label, confirm string) error {
@@ -414,7 +429,7 @@ func (u *USBDrives) FindConfigs(ctx context.Context) ([]importer.Found, error) {
 	if err := os.MkdirAll(u.MountDir, 0o700); err != nil {
 		return nil, fmt.Errorf("mount directory: %w", err)
 	}
-	return importer.Scan(u.Ports, u.MountDir)
+	return importer.Scan(u, u.MountDir)
 }
 
 // PlanImport compares f with the installed configuration.

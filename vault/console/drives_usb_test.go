@@ -16,8 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drawbridge/hw/usb"
+	"drawbridge/vault/admin"
+	"drawbridge/vault/config/importer"
 	"drawbridge/vault/export/manifest"
 	"drawbridge/vault/internal/fixture"
+	"drawbridge/vault/journal"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
 	"drawbridge/vault/todrive"
@@ -66,10 +69,18 @@ func loopExt4(t *testing.T, size int64) string {
 // usbVault is a store with one snapshot of src, unlocked, and the
 // console's drives on loop devices.
 type usbVault struct {
-	s  *store.Store
-	sn store.Snapshot
-	r  *store.Reader
-	u  *USBDrives
+	s      *store.Store
+	sn     store.Snapshot
+	r      *store.Reader
+	u      *USBDrives
+	sticks sync.Map // the loop devices of this test: only they are offered
+}
+
+// stick makes an ext4 loop device that the drives offer.
+func (v *usbVault) stick(t *testing.T, size int64) string {
+	name := loopExt4(t, size)
+	v.sticks.Store(name, true)
+	return name
 }
 
 func newUSBVault(t *testing.T, fill func(src string)) *usbVault {
@@ -97,13 +108,15 @@ func newUSBVault(t *testing.T, fill func(src string)) *usbVault {
 	t.Cleanup(r.Close)
 	p := usb.Local()
 	p.Any = true
-	return &usbVault{s: s, sn: *sn, r: r, u: &USBDrives{Ports: p, MountDir: filepath.Join(work, "mnt"), Store: s, StoreDir: dir}}
+	v := &usbVault{s: s, sn: *sn, r: r, u: &USBDrives{Ports: p, MountDir: filepath.Join(work, "mnt"), Store: s, StoreDir: dir}}
+	v.u.Only = func(d usb.Drive) bool { _, ok := v.sticks.Load(d.Name); return ok }
+	return v
 }
 
 // partition finds the loop device's filesystem in the drive list.
 func (v *usbVault) partition(t *testing.T, name string) usb.Partition {
 	t.Helper()
-	drives, _ := v.u.List() // other loop devices of the machine may be unreadable
+	drives, _ := v.u.List()
 	for _, d := range drives {
 		if d.Name == name && len(d.Partitions) == 1 {
 			return d.Partitions[0]
@@ -138,7 +151,7 @@ func TestUSBDrivesRestoreAndExport(t *testing.T) {
 		os.WriteFile(filepath.Join(src, "hello.txt"), hello, 0o644)
 		os.WriteFile(filepath.Join(src, "big.bin"), bytes.Repeat([]byte{7}, 3<<20), 0o644)
 	})
-	dev := loopExt4(t, 64<<20)
+	dev := v.stick(t, 64<<20)
 	part := v.partition(t, dev)
 	root, err := parseRoot(v.sn.Root)
 	if err != nil {
@@ -196,7 +209,7 @@ func TestUSBDrivesRestoreAndExport(t *testing.T) {
 	})
 
 	// A drive too small: refused before anything is written.
-	small := v.partition(t, loopExt4(t, 2<<20))
+	small := v.partition(t, v.stick(t, 2<<20))
 	_, err = v.u.RestoreTo(context.Background(), v.r, v.sn, root, srcDir, small, func(todrive.Progress) {})
 	if !errors.Is(err, todrive.ErrNoSpace) {
 		t.Fatalf("restore to a 2 MiB drive: %v", err)
@@ -227,7 +240,7 @@ func TestUSBDrivesPulled(t *testing.T) {
 			os.WriteFile(filepath.Join(src, "f"+string(rune('a'+i))), b, 0o644)
 		}
 	})
-	dev := loopExt4(t, 128<<20)
+	dev := v.stick(t, 128<<20)
 	part := v.partition(t, dev)
 	var once sync.Once
 	pulled := make(chan struct{})
@@ -280,5 +293,72 @@ func shrinkLoop(t *testing.T, dev string) {
 	}
 	if err := unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUSBDrivesImport finds drawbridge.toml on a real drive, shows its
+// changes, refuses a wrong admin passphrase and installs it with the
+// right one, journaled.
+func TestUSBDrivesImport(t *testing.T) {
+	v := newUSBVault(t, func(src string) {})
+	dev := v.stick(t, 16<<20)
+	part := v.partition(t, dev)
+	cfg := strings.ReplaceAll(`store = "STORE"
+[network]
+interface = "eth0"
+address = "198.18.0.2/24"
+[[window]]
+days = "daily"
+start = "02:00"
+duration = "1h"
+`, "STORE", v.u.StoreDir)
+	m, err := v.u.Ports.Mount(part, filepath.Join(t.TempDir(), "w"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	werr := os.WriteFile(filepath.Join(m.Root(), "drawbridge.toml"), []byte(cfg), 0o644)
+	if err := m.Unmount(); err != nil || werr != nil {
+		t.Fatal(err, werr)
+	}
+	v.u.ConfigPath = filepath.Join(t.TempDir(), "drawbridge.toml")
+	v.u.Admin = admin.ForStore(v.s, admin.Options{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
+		Sleep: func(context.Context, time.Duration) error { return nil }})
+	if err := v.u.ApplyImport(context.Background(), &importer.Plan{}, []byte("x")); !errors.Is(err, ErrNoAdmin) {
+		t.Fatalf("without an admin passphrase: %v", err)
+	}
+	if err := v.u.Admin.Set(context.Background(), nil, []byte("admin pass")); err != nil {
+		t.Fatal(err)
+	}
+
+	found, err := v.u.FindConfigs(context.Background())
+	if err != nil || len(found) != 1 || found[0].Err != nil || found[0].Partition.Name != dev {
+		t.Fatalf("found %+v, %v", found, err)
+	}
+	p, err := v.u.PlanImport(found[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Join(p.Lines(), "\n"); !strings.Contains(lines, "window 1") || !strings.Contains(lines, "network") {
+		t.Fatalf("plan lines:\n%s", lines)
+	}
+	if err := v.u.ApplyImport(context.Background(), p, []byte("wrong")); !errors.Is(err, ErrAdminPassphrase) {
+		t.Fatalf("wrong admin passphrase: %v", err)
+	}
+	if _, err := os.Stat(v.u.ConfigPath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("installed after a refusal: %v", err)
+	}
+	if err := v.u.ApplyImport(context.Background(), p, []byte("admin pass")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(v.u.ConfigPath); err != nil || string(b) != cfg {
+		t.Fatalf("installed: %q, %v", b, err)
+	}
+	var types []string
+	v.s.Journal().Scan(func(r journal.Record) error { types = append(types, r.Type); return nil })
+	if got := strings.Join(types, " "); !strings.Contains(got, "admin-refused") || !strings.Contains(got, importer.RecordImported) {
+		t.Fatalf("journal: %s", got)
+	}
+	if mounted(filepath.Join(v.u.MountDir, dev)) {
+		t.Fatal("the drive stays mounted after the search")
 	}
 }
