@@ -9,10 +9,18 @@ package pull
 //
 // Memory is bounded whatever the agent sends: frames are capped by
 // agentproto, at most agentproto.MaxPending files are read and unfinished,
-// at most agentproto.MaxOpenSegments segments are open, at most
-// maxAgentStoring received chunks wait to be stored, directories are at most maxAgentDepth deep with
-// at most tree.MaxEntries entries each, and the directory listings held
-// until their trees can be stored are counted against agentLimits.held.
+// at most agentproto.MaxOpenSegments segments are open (about 56 MiB at
+// worst), at most maxAgentStoring received chunks wait to be stored,
+// directories are at most maxAgentDepth deep with at most tree.MaxEntries
+// entries each, and the directory listings held until their trees can be
+// stored are counted against agentLimits.held.
+//
+// Hashing: the agent hashes each chunk once, as it cuts it; the vault hashes
+// each chunk it receives twice, once with the protocol's unkeyed BLAKE3 to
+// check it against what HASHES announced, once with the store's keyed hash
+// for its id. The two cannot be one: the source must never hold the
+// store's key, and the unkeyed hash is what the source chunk map remembers
+// for the next pull.
 
 import (
 	"bufio"
