@@ -26,6 +26,8 @@ import (
 type fakeDrives struct {
 	mu     sync.Mutex
 	drives []usb.Drive
+	// listDelay makes List as slow as a drive that hangs.
+	listDelay time.Duration
 
 	restoreErr error
 	restored   []string // "subpath -> partition"
@@ -44,6 +46,7 @@ type fakeDrives struct {
 }
 
 func (f *fakeDrives) List() ([]usb.Drive, error) {
+	time.Sleep(f.listDelay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.drives), nil
