@@ -39,12 +39,18 @@ func needReal(t *testing.T, msg string) {
 // the device's kernel name.
 func loopExt4(t *testing.T, size int64) string {
 	t.Helper()
+	return loopFS(t, size, "mkfs.ext4", "-q", "-F", "-m", "0")
+}
+
+// loopFS makes an image of size bytes with mkfs on a loop device.
+func loopFS(t *testing.T, size int64, mkfs ...string) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		needReal(t, "needs root for loop devices")
 	}
-	for _, tool := range []string{"losetup", "mkfs.ext4"} {
+	for _, tool := range []string{"losetup", mkfs[0]} {
 		if _, err := exec.LookPath(tool); err != nil {
-			needReal(t, "needs "+tool+": apt-get install util-linux e2fsprogs")
+			needReal(t, "needs "+tool+": apt-get install util-linux e2fsprogs dosfstools")
 		}
 	}
 	img := filepath.Join(t.TempDir(), "stick.img")
@@ -54,8 +60,8 @@ func loopExt4(t *testing.T, size int64) string {
 	if err := os.Truncate(img, size); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	if out, err := exec.Command(mkfs[0], append(mkfs[1:], img)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", mkfs[0], err, out)
 	}
 	out, err := exec.Command("losetup", "-f", "--show", img).Output()
 	if err != nil {
@@ -176,6 +182,17 @@ func TestUSBDrivesRestoreAndExport(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(r, rep.Dir, "hello.txt"))
 		if err != nil || !bytes.Equal(got, hello) {
 			t.Fatalf("on the drive: %q, %v", got, err)
+		}
+	})
+
+	// The whole snapshot, as R at its top asks.
+	rep, err = v.u.RestoreTo(context.Background(), v.r, v.sn, root, "/", part, func(todrive.Progress) {})
+	if err != nil || rep.Files != 2 || rep.Verified != 2 || !rep.Unmounted {
+		t.Fatalf("whole snapshot: %+v, %v", rep, err)
+	}
+	v.look(t, part, func(r string) {
+		if _, err := os.Stat(filepath.Join(r, rep.Dir, srcDir, "big.bin")); err != nil {
+			t.Fatalf("whole snapshot on the drive: %v", err)
 		}
 	})
 
@@ -360,5 +377,31 @@ duration = "1h"
 	}
 	if mounted(filepath.Join(v.u.MountDir, dev)) {
 		t.Fatal("the drive stays mounted after the search")
+	}
+}
+
+// TestUSBDrivesFAT: a FAT drive cannot hold a symlink: the restore and the
+// export leave it out and say so, and the rest reads back.
+func TestUSBDrivesFAT(t *testing.T) {
+	v := newUSBVault(t, func(src string) {
+		os.WriteFile(filepath.Join(src, "a.txt"), []byte("alpha"), 0o644)
+		os.Symlink("a.txt", filepath.Join(src, "link"))
+	})
+	name := loopFS(t, 64<<20, "mkfs.vfat", "-I")
+	v.sticks.Store(name, true)
+	part := v.partition(t, name)
+	m, err := v.u.Ports.Mount(part, filepath.Join(t.TempDir(), "probe"), true)
+	if err != nil {
+		needReal(t, "this machine cannot mount vfat: "+err.Error())
+	}
+	m.Unmount()
+	root, _ := parseRoot(v.sn.Root)
+	rep, err := v.u.RestoreTo(context.Background(), v.r, v.sn, root, "/", part, func(todrive.Progress) {})
+	if err != nil || rep.Verified != 1 || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], "link") || !rep.Unmounted {
+		t.Fatalf("restore to FAT: %+v, %v", rep, err)
+	}
+	rep, err = v.u.ExportTo(context.Background(), v.r, v.sn, part, false, func(todrive.Progress) {})
+	if err != nil || rep.Verified != 1 || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], "not exported") || !rep.Unmounted {
+		t.Fatalf("export to FAT: %+v, %v", rep, err)
 	}
 }
