@@ -296,7 +296,7 @@ func (d *driveScreens) openList(m *Model, purpose drivePurpose) []Cmd {
 		return nil
 	}
 	d.stage, d.purpose, d.sel, d.msg = dsList, purpose, 0, ""
-	d.listed = false
+	d.drives, d.listed = nil, false // what was plugged in last time may be gone
 	m.msg = ""
 	return d.list(m)
 }
