@@ -539,7 +539,7 @@ func (d *driveScreens) keyList(m *Model, k Key) []Cmd {
 		}
 		return d.startExport(m, p)
 	default:
-		d.sel = move(k, d.sel, n, max(m.Height-12, 1))
+		d.sel = move(k, d.sel, n, driveRows(m))
 	}
 	return nil
 }
@@ -810,7 +810,7 @@ func (d *driveScreens) keyConfigs(m *Model, k Key) []Cmd {
 			return planMsg{p, err}
 		}}
 	default:
-		d.foundSel = move(k, d.foundSel, len(d.found), 8)
+		d.foundSel = move(k, d.foundSel, len(d.found), driveRows(m))
 	}
 	return nil
 }

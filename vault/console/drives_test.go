@@ -514,3 +514,24 @@ func TestNoDrivesTypedTarget(t *testing.T) {
 		t.Fatalf("export without drives: open %v msg %q", d.open(), m.msg)
 	}
 }
+
+// TestDriveListScrolls: more drives than fit: the selected one stays on
+// the screen, with how many rows are above and below.
+func TestDriveListScrolls(t *testing.T) {
+	h := newDH(t)
+	var many []usb.Drive
+	for i := range 30 {
+		d := stick
+		d.Name = fmt.Sprintf("sdx%02d", i)
+		d.Partitions = []usb.Partition{{Name: d.Name + "1", Size: d.Size, FSType: "ext4"}}
+		many = append(many, d)
+	}
+	h.dr.set(many...)
+	h.keys("u")
+	h.want("sdx00 SanDisk", "↓ ")
+	h.keys("End")
+	h.want(">     sdx291", "↑ ")
+	if s := h.screen(); strings.Contains(s, "sdx00 SanDisk") {
+		t.Fatalf("the first drive still shows with the last selected:\n%s", s)
+	}
+}

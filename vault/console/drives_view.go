@@ -65,7 +65,7 @@ func drawDrives(c canvas, m *Model, d *driveScreens) {
 		lines = []styled{{styleNormal, spinner[m.spin%len(spinner)] + " looking for " + config.DriveFile + " at the top of each drive"},
 			{styleDim, "(each partition is mounted read-only, only while it is read; nothing on it runs)"}}
 	case dsConfigs:
-		title, lines = d.configsView()
+		title, lines = d.configsView(m)
 	case dsPlan:
 		title, lines = d.planView(m)
 	case dsAdminPass:
@@ -138,7 +138,16 @@ func (d *driveScreens) listView(m *Model) (string, []styled) {
 	case len(rows) == 0:
 		lines = append(lines, styled{styleNormal, "No USB drive is plugged in: plug one in, it shows here within a second."})
 	}
+	// Only the rows that fit, the selected one among them.
+	shown := driveRows(m)
+	top := window(min(d.sel, len(rows)-1), len(rows), shown)
+	if top > 0 {
+		lines = append(lines, styled{styleDim, fmt.Sprintf("  ↑ %d more", top)})
+	}
 	for i, r := range rows {
+		if i < top || i >= top+shown {
+			continue
+		}
 		st := styleNormal
 		if i == d.sel {
 			st = styleSel
@@ -161,6 +170,9 @@ func (d *driveScreens) listView(m *Model) (string, []styled) {
 			}
 		}
 		lines = append(lines, styled{st, mark(text, i == d.sel)})
+	}
+	if n := len(rows) - top - shown; n > 0 {
+		lines = append(lines, styled{styleDim, fmt.Sprintf("  ↓ %d more", n)})
 	}
 	if d.purpose == forRestore {
 		st := styleNormal
@@ -229,6 +241,9 @@ func (d *driveScreens) workView(m *Model) (string, []styled) {
 	return j.title, lines
 }
 
+// driveRows is how many rows of drives or files the drive screens show.
+func driveRows(m *Model) int { return max(m.Height-14, 3) }
+
 // fitLeft shortens s to n runes, keeping its end (a path's file name).
 func fitLeft(s string, n int) string {
 	r := []rune(s)
@@ -258,12 +273,17 @@ func bar(done, total int64) string {
 	return "[" + strings.Repeat("#", n) + strings.Repeat(".", barW-n) + fmt.Sprintf("] %3.0f%%", frac*100)
 }
 
-func (d *driveScreens) configsView() (string, []styled) {
+func (d *driveScreens) configsView(m *Model) (string, []styled) {
 	lines := []styled{}
 	if len(d.found) == 0 {
 		lines = append(lines, styled{styleNormal, "No drive with a filesystem is plugged in: plug one in and press r."})
 	}
+	shown := driveRows(m)
+	top := window(d.foundSel, len(d.found), shown)
 	for i, f := range d.found {
+		if i < top || i >= top+shown {
+			continue
+		}
 		st := styleNormal
 		if i == d.foundSel {
 			st = styleSel
