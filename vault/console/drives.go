@@ -309,15 +309,26 @@ func noDrives(m *Model) string {
 	return "this console has no USB drives (drawbridge export and restore write to a directory)"
 }
 
-// openRestore offers the drives, or the typed directory when there are
-// none: r and R in the browser.
+// openRestore is r and R in the browser. On the appliance's own
+// terminals (Options.Fixed) it offers the drives first, t giving the typed
+// directory; elsewhere, and when there are no drives, it asks for a
+// directory, Tab giving the drives.
 func (d *driveScreens) openRestore(m *Model) []Cmd {
-	if drivesOf(m.b) == nil {
+	if drivesOf(m.b) == nil || !m.o.Fixed {
 		m.input = ""
 		m.dialog = DialogTarget
 		m.msg = ""
 		return nil
 	}
+	return d.openList(m, forRestore)
+}
+
+// fromTarget is Tab in the typed directory's dialog: the drives instead.
+func (d *driveScreens) fromTarget(m *Model) []Cmd {
+	if drivesOf(m.b) == nil {
+		return nil
+	}
+	m.dialog = DialogNone
 	return d.openList(m, forRestore)
 }
 

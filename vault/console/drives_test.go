@@ -148,6 +148,7 @@ func newDH(t *testing.T) *dh {
 	b := driveBackend{newFake(3), dr}
 	clk := &fakeClock{time.Unix(2e9, 0)}
 	m := started(t, b, clk)
+	m.o.Fixed = true // the appliance's console: r offers the drives first
 	h := &dh{t: t, m: m, b: b, dr: dr, d: &driveScreens{}}
 	return h
 }
@@ -161,6 +162,8 @@ func (h *dh) send(msg Msg) {
 		switch {
 		case d.open():
 			cmds = d.key(m, v)
+		case m.dialog == DialogTarget && v.Name == "Tab":
+			cmds = d.fromTarget(m)
 		case m.dialog == DialogNone && m.screen == ScreenBrowse && m.loading == "" && (isRune(v, 'r') || isRune(v, 'R')):
 			m.whole = v.Rune == 'R'
 			cmds = d.openRestore(m)
@@ -533,5 +536,26 @@ func TestDriveListScrolls(t *testing.T) {
 	h.want(">     sdx291", "↑ ")
 	if s := h.screen(); strings.Contains(s, "sdx00 SanDisk") {
 		t.Fatalf("the first drive still shows with the last selected:\n%s", s)
+	}
+}
+
+// TestDriveRestoreHosted: in hosted mode r asks for a directory first, as
+// without drives; Tab gives the drives.
+func TestDriveRestoreHosted(t *testing.T) {
+	h := newDH(t)
+	h.m.o.Fixed = false
+	h.dr.set(stick)
+	h.toHosts()
+	h.keys("r")
+	if h.m.dialog != DialogTarget || h.d.open() {
+		t.Fatalf("r in hosted mode: dialog %v", h.m.dialog)
+	}
+	h.keys("Tab")
+	if h.m.dialog != DialogNone || h.d.stage != dsList || h.d.purpose != forRestore {
+		t.Fatalf("Tab: dialog %v stage %v", h.m.dialog, h.d.stage)
+	}
+	h.keys("Down", "Enter")
+	if fmt.Sprint(h.dr.restored) != "[/etc/hosts -> sdb1]" {
+		t.Fatalf("restored %v", h.dr.restored)
 	}
 }
