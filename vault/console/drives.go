@@ -546,9 +546,9 @@ func (d *driveScreens) keyList(m *Model, k Key) []Cmd {
 			return nil
 		}
 		if d.purpose == forRestore {
-			return d.startRestore(m, p)
+			return d.startRestore(m, r.d, p)
 		}
-		return d.startExport(m, p)
+		return d.startExport(m, r.d, p)
 	default:
 		d.sel = move(k, d.sel, n, driveRows(m))
 	}
@@ -667,7 +667,7 @@ func (d *driveScreens) startJob(m *Model, kind, title, part, what string, data m
 	return j, ctx
 }
 
-func (d *driveScreens) startRestore(m *Model, p usb.Partition) []Cmd {
+func (d *driveScreens) startRestore(m *Model, drive usb.Drive, p usb.Partition) []Cmd {
 	if m.reader == nil || m.snap == nil {
 		d.close(m)
 		m.fail("the restore passphrase was forgotten: open the snapshot again")
@@ -676,7 +676,7 @@ func (d *driveScreens) startRestore(m *Model, p usb.Partition) []Cmd {
 	what, _, _ := m.restoreWhat()
 	dr, r, sn, root := drivesOf(m.b), m.reader, *m.snap, m.root
 	j, ctx := d.startJob(m, "restore", fmt.Sprintf("Restore %s to %s", what, p.Name), p.Name,
-		fmt.Sprintf("%s:%s", short(sn.ID, 12), what), map[string]any{"snapshot": sn.ID, "path": what})
+		fmt.Sprintf("%s:%s", short(sn.ID, 12), what), map[string]any{"snapshot": sn.ID, "path": what, "drive": drive.String(), "serial": drive.Serial})
 	return []Cmd{func() Msg {
 		defer j.cancel()
 		rep, err := dr.RestoreTo(ctx, r, sn, root, what, p, j.setProgress)
@@ -684,7 +684,7 @@ func (d *driveScreens) startRestore(m *Model, p usb.Partition) []Cmd {
 	}}
 }
 
-func (d *driveScreens) startExport(m *Model, p usb.Partition) []Cmd {
+func (d *driveScreens) startExport(m *Model, drive usb.Drive, p usb.Partition) []Cmd {
 	var r Reader
 	if !d.sealed {
 		if m.reader == nil {
@@ -700,7 +700,7 @@ func (d *driveScreens) startExport(m *Model, p usb.Partition) []Cmd {
 	}
 	dr, sn, sealed := drivesOf(m.b), d.snap, d.sealed
 	j, ctx := d.startJob(m, "export", fmt.Sprintf("Export %s (%s) to %s", short(sn.ID, 12), kind, p.Name), p.Name,
-		fmt.Sprintf("%s (%s)", short(sn.ID, 12), kind), map[string]any{"snapshot": sn.ID, "sealed": sealed})
+		fmt.Sprintf("%s (%s)", short(sn.ID, 12), kind), map[string]any{"snapshot": sn.ID, "sealed": sealed, "drive": drive.String(), "serial": drive.Serial})
 	return []Cmd{func() Msg {
 		defer j.cancel()
 		rep, err := dr.ExportTo(ctx, r, sn, p, sealed, j.setProgress)
