@@ -871,6 +871,16 @@ func TestDaemonRestartedAndWatchdog(t *testing.T) {
 	if v.has("drawbridge: power off") {
 		t.Error("the box powered off instead of being reset")
 	}
+	// The restarted daemon journaled its restart on the data disk (read
+	// without replaying its ext4 journal: the reset left it unclean).
+	bin := hostBinaries(t, t.TempDir())
+	mnt := t.TempDir()
+	sh(t, "mount", "-o", "ro,noload,loop", data, mnt)
+	defer exec.Command("umount", mnt).Run()
+	journal := sh(t, filepath.Join(bin, "drawbridge"), "journal", "--json", "--store", filepath.Join(mnt, "store"))
+	if !strings.Contains(journal, `"type":"daemon-restarted"`) {
+		t.Errorf("no daemon-restarted record in the journal:\n%s", journal)
+	}
 }
 
 func TestBootUEFIDisk(t *testing.T) {
