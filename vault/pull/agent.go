@@ -335,6 +335,7 @@ func runAgent(ctx context.Context, conn agentConn, roots []string, w *store.Writ
 		lim:    lim,
 		link:   l,
 		known:  map[[32]byte]agentChunk{},
+		wanted: map[[32]byte]agentWanted{},
 		links:  map[[2]uint64]*agentLinkGroup{},
 		bufs:   bufs,
 		jobs:   make(chan agentJob, maxAgentStoring),
@@ -381,6 +382,7 @@ type agentPull struct {
 	unread    int          // files answered READ and not finished
 	held      int64        // estimated bytes of listings held
 	known     map[[32]byte]agentChunk
+	wanted    map[[32]byte]agentWanted // chunks wanted in the open segments
 	links     map[[2]uint64]*agentLinkGroup
 	linkBytes int64 // estimated bytes of links
 
@@ -435,11 +437,18 @@ type agentSeg struct {
 	chunks  []agentproto.ChunkHash
 	refs    []tree.ChunkRef // filled for chunks held or stored
 	packs   []pack.ID
-	dup     []int32 // index of the wanted chunk with the same hash, or -1
-	want    []byte  // bitmap sent in WANT
-	got     []byte  // bitmap of DATA received
+	dup     []int32             // index of the wanted chunk with the same hash, or -1
+	want    []byte              // bitmap sent in WANT
+	earlier map[int]agentWanted // chunks wanted in an earlier open segment
+	got     []byte              // bitmap of DATA received
 	missing int
 	wg      sync.WaitGroup
+}
+
+// agentWanted is chunk i of open segment s, wanted from the agent.
+type agentWanted struct {
+	s *agentSeg
+	i int
 }
 
 // agentChunk is a chunk the vault holds.
@@ -856,6 +865,19 @@ func (p *agentPull) hashes(h *agentproto.Hashes) error {
 			s.refs[i], s.packs[i] = held.ref, held.pack
 			continue
 		}
+		if w, ok := p.wanted[c.Hash]; ok {
+			// Wanted in an open segment before this one, whose SEGDONE
+			// comes first: taken from there, not sent twice.
+			if w.s.chunks[w.i].Length != c.Length {
+				return agentViolation("%q: one hash announced with %d and %d bytes", f.path, w.s.chunks[w.i].Length, c.Length)
+			}
+			if s.earlier == nil {
+				s.earlier = map[int]agentWanted{}
+			}
+			s.earlier[i] = w
+			continue
+		}
+		p.wanted[c.Hash] = agentWanted{s, i}
 		agentSetBit(s.want, i)
 		s.missing++
 	}
@@ -1002,6 +1024,14 @@ func (p *agentPull) segDone(m agentproto.SegDone) error {
 	}
 	if err := p.received(s); err != nil {
 		return err
+	}
+	for i, c := range s.chunks {
+		if w, ok := p.wanted[c.Hash]; ok && w.s == s && w.i == i {
+			delete(p.wanted, c.Hash)
+		}
+	}
+	for i, w := range s.earlier {
+		s.refs[i], s.packs[i] = w.s.refs[w.i], w.s.packs[w.i]
 	}
 	p.open[0] = nil
 	p.open = p.open[1:]

@@ -1018,3 +1018,54 @@ func TestAgentOtherVersion(t *testing.T) {
 		t.Fatalf("pull from an agent that exits at HELLO: %v", err)
 	}
 }
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// A chunk repeated across segments announced before the first one's
+// SEGDONE (a run of zeros) crosses the link once.
+func TestAgentLocalRepeatsOnce(t *testing.T) {
+	s := newStore(t)
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const size = 32 << 20
+	if err := os.WriteFile(filepath.Join(src, "zeros"), make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w, err := s.NewWriter(ctx, "zeros", store.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := serveAgent(t, ctx)
+	in := &countingReader{r: conn.in}
+	conn.in = in
+	root, err := runAgent(ctx, conn, []string{src}, w, testLog(t), localLimits)
+	if err != nil {
+		w.Abort()
+		t.Fatal(err)
+	}
+	sn, err := w.Commit(root, []string{src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	max := int64(s.Info().Chunker.Max)
+	if got := in.n.Load(); got > 2*max {
+		t.Errorf("%d bytes came from the agent for %d bytes of zeros in chunks of %d", got, size, max)
+	}
+	target := restoreSnap(t, s, sn, src)
+	if d := compareTree(t, src, target); len(d) > 0 {
+		t.Fatalf("restored tree differs:\n%s", strings.Join(d, "\n"))
+	}
+}
