@@ -9,7 +9,7 @@ package pull
 //
 // Memory is bounded whatever the agent sends: frames are capped by
 // agentproto, at most agentproto.MaxPending files are read and unfinished,
-// at most agentproto.MaxOpenSegments segments are open (about 56 MiB at
+// at most agentproto.MaxOpenSegments segments are open (about 85 MiB at
 // worst), at most maxAgentStoring received chunks wait to be stored,
 // directories are at most maxAgentDepth deep with at most tree.MaxEntries
 // entries each, and the directory listings held until their trees can be
