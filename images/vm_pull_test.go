@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -170,18 +171,46 @@ paths = [%q]
 		time.Sleep(time.Second)
 	}
 
-	v.powerButton()
+	// A reboot asked for at the console (QEMU runs with -no-reboot, so
+	// it exits).
+	v.consolePower('r', "drawbridge: rebooting")
 	checkDataDisk(t, bin, data, tree, 1)
 
-	// Second boot: no question asked, the snapshot still there.
+	// Second boot: no question asked, the snapshot still there; a power
+	// off asked for at the console.
 	v2 := bootVM(t, a, "--netns", e2eNS, "--data", data, "--tap", e2eTap)
 	v2.waitFor("drawbridge: ready", readyTimeout)
 	if v2.has("format vda") || v2.has("Restore passphrase") {
 		t.Errorf("the second boot asked a first-boot question:\n%s", v2.console())
 	}
-	time.Sleep(5 * time.Second)
-	v2.powerButton()
+	v2.consolePower('o', "drawbridge: power off")
 	checkDataDisk(t, bin, data, tree, 1)
+}
+
+// consolePower asks the full-screen console on the serial line to power
+// off ('o') or reboot ('r'), confirms, and waits until PID 1 said done and
+// QEMU exited.
+func (v *vm) consolePower(key byte, done string) {
+	v.t.Helper()
+	keys := func(s string) {
+		if _, err := io.WriteString(v.stdin, s); err != nil {
+			v.t.Fatalf("type %q: %v", s, err)
+		}
+	}
+	// The status screen is drawn by cursor moves: words, not lines.
+	v.waitFor("Windows", time.Minute)
+	time.Sleep(time.Second)
+	n := v.count("reboot")
+	keys("p")
+	v.waitCount("reboot", n+1, 30*time.Second)
+	n = v.count("Really")
+	keys(string(key))
+	v.waitCount("Really", n+1, 30*time.Second)
+	keys("y")
+	v.waitFor(done, time.Minute)
+	if _, err := v.waitExit(powerOffTimeout); err != nil {
+		v.t.Fatal(err)
+	}
 }
 
 // hostBinaries builds drawbridge and drawbridge-agent for this machine.
@@ -275,6 +304,29 @@ func (v *vm) waitNth(s string, n int, timeout time.Duration) {
 		}
 		if time.Now().After(deadline) {
 			v.t.Fatalf("the console did not say %q %d times within %v", s, n, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// count is how many times the console said s so far.
+func (v *vm) count(s string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n := 0
+	for _, l := range v.lines {
+		n += strings.Count(l, s)
+	}
+	return n + strings.Count(ansi.ReplaceAllString(v.partial, ""), s)
+}
+
+// waitCount waits until the console said s n times.
+func (v *vm) waitCount(s string, n int, timeout time.Duration) {
+	v.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for v.count(s) < n {
+		if time.Now().After(deadline) {
+			v.t.Fatalf("the console did not say %q a %d-th time within %v", s, n, timeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
