@@ -135,7 +135,6 @@ func (s *session) send(ctx context.Context) error {
 // scan cuts, hashes and announces the files to read, in the order of the
 // READs.
 func (s *session) scan(ctx context.Context) error {
-	c := chunk.New(nil, s.params)
 	for {
 		var f pending
 		select {
@@ -151,7 +150,7 @@ func (s *session) scan(ctx context.Context) error {
 				return nil
 			}
 		}
-		err := s.scanFile(ctx, c, f)
+		err := s.scanFile(ctx, f)
 		if fe, ok := err.(*fileError); ok {
 			s.log.Warn("file left out", "path", f.path, "why", fe.msg)
 			err = s.w.send(agentproto.FileErr{File: f.id, Message: truncate(fe.msg, agentproto.MaxMessage)})
@@ -180,7 +179,7 @@ func fileErrorf(format string, args ...any) error {
 // scanFile announces f's segments, the last one marked. A *fileError ends
 // the file: the segments announced are still sent, the rest is given back
 // to the ring.
-func (s *session) scanFile(ctx context.Context, c *chunk.Chunker, f pending) error {
+func (s *session) scanFile(ctx context.Context, f pending) error {
 	fd, err := s.open(f.path, 0)
 	if err != nil {
 		return fileErrorf("open: %v", err)
@@ -199,7 +198,7 @@ func (s *session) scanFile(ctx context.Context, c *chunk.Chunker, f pending) err
 
 	// One chunk is read ahead, to know whether a segment is the last.
 	// Reading one byte past the listed size tells a file that grew.
-	c.Reset(io.LimitReader(file, int64(f.size)+1))
+	r := &cutter{r: io.LimitReader(file, int64(f.size)+1), params: s.params}
 	var off int64
 	start := s.ring.position() // given back if the file is left out
 	type cut struct {
@@ -212,7 +211,7 @@ func (s *session) scanFile(ctx context.Context, c *chunk.Chunker, f pending) err
 		if err != nil {
 			return cut{}, false, err
 		}
-		b, err := c.Next(slot)
+		b, err := r.next(slot)
 		if err == io.EOF {
 			return cut{}, false, nil
 		}
@@ -266,6 +265,52 @@ func (s *session) scanFile(ctx context.Context, c *chunk.Chunker, f pending) err
 		}
 		start = o.upTo
 	}
+}
+
+// cutter cuts a stream into chunks read straight into the ring: the bytes
+// read past a cut stay where they are, at the ring's head, and the next
+// chunk starts with them. It finds exactly the chunks chunk.Chunker finds.
+type cutter struct {
+	r      io.Reader
+	params chunk.Params
+	rest   []byte // read and not yet cut, at the start of the next slot
+	eof    bool
+}
+
+// maxEmptyReads bounds how often a reader may return (0, nil) in a row.
+const maxEmptyReads = 100
+
+// next cuts the next chunk into slot, which take returned (capacity
+// params.Max, at the ring's head), and returns it. It returns io.EOF after
+// the last chunk.
+func (c *cutter) next(slot []byte) ([]byte, error) {
+	buf := slot[:len(c.rest)]
+	if len(c.rest) > 0 && &buf[0] != &c.rest[0] {
+		copy(buf, c.rest) // the ring wrapped around
+	}
+	for empty := 0; len(buf) < c.params.Max && !c.eof; {
+		n, err := c.r.Read(buf[len(buf):c.params.Max])
+		buf = buf[:len(buf)+n]
+		switch {
+		case err == io.EOF:
+			c.eof = true
+		case err != nil:
+			return nil, err
+		case n > 0:
+			empty = 0
+		default:
+			if empty++; empty >= maxEmptyReads {
+				return nil, io.ErrNoProgress
+			}
+		}
+	}
+	if len(buf) == 0 {
+		c.rest = nil
+		return nil, io.EOF
+	}
+	n := chunk.Cut(buf, c.params, c.eof)
+	c.rest = buf[n:]
+	return buf[:n:n], nil
 }
 
 // announce hands o to the sender, then sends its HASHES.

@@ -289,6 +289,14 @@ func (v *fakeVault) pull(t *testing.T) (*pulled, error) {
 				case uint64(len(content)) != f.e.Size:
 					fail("%q: %d bytes, ENTRY said %d", f.e.Path, len(content), f.e.Size)
 				default:
+					// The chunks are exactly those the chunker finds.
+					rest := content
+					for i, c := range f.hashes {
+						if n := chunk.Cut(rest, v.params, true); n != int(c.Length) {
+							fail("%q: chunk %d of %d bytes, the chunker cuts %d", f.e.Path, i, c.Length, n)
+						}
+						rest = rest[c.Length:]
+					}
 					p.files[f.e.Path] = content
 				}
 			}
