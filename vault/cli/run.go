@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -65,6 +66,13 @@ func cmdRun(ctx context.Context, c *call) error {
 	}
 	if cfg.Network.Interface == "" {
 		return usagef("%s has no [network] interface: run needs the interface its windows bring up", cfg.Path)
+	}
+	// The window's firewall lets through only the sources' addresses, and
+	// the vault asks no name server: a source must be named by its address.
+	for _, src := range cfg.Sources {
+		if _, err := netip.ParseAddr(src.Host); err != nil {
+			return usagef("%s: source %s: host %q is a name; the vault resolves no names and its window's firewall lets through addresses only: give the source's IP address", cfg.Path, src.Name, src.Host)
+		}
 	}
 
 	// The links, the firewall and the sockets of the pulls all live in one

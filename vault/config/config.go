@@ -75,7 +75,7 @@ const (
 type Source struct {
 	Name          string        // unique; 1-64 of [A-Za-z0-9._-], not starting with '.'
 	Kind          string        // KindAgent, KindSFTP or KindExec
-	Host          string        // IP address or DNS name
+	Host          string        // IP address, or a DNS name for `pull` in hosted mode (`run` takes addresses only)
 	Port          int           // 1-65535, default 22
 	User          string        // SSH user
 	HostKey       string        // the pinned host key, normalized to "type base64" (comment dropped)
