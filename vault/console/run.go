@@ -41,6 +41,7 @@ func Run(ctx context.Context, s tcell.Screen, b Backend, o Options) error {
 	start(m.Init())
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
+	lastW, lastH := s.Size()
 	for {
 		s.HideCursor()
 		Draw(s, m)
@@ -55,7 +56,14 @@ func Run(ctx context.Context, s tcell.Screen, b Backend, o Options) error {
 			case *tcell.EventKey:
 				msg = keyOf(ev)
 			case *tcell.EventResize:
+				// A serial line that reports no size sends a resize
+				// event at each check of it: repaint all only on a
+				// real change, or every frame crosses the line whole.
 				w, h := ev.Size()
+				if w == lastW && h == lastH {
+					continue
+				}
+				lastW, lastH = w, h
 				msg = Resize{w, h}
 				s.Sync()
 			case *tcell.EventError:
