@@ -60,9 +60,10 @@ func (c canvas) line(y int, st tcell.Style, text string) {
 }
 
 // Draw renders the Model onto s; only the rows that fit are built.
-func Draw(s tcell.Screen, m *Model) {
-	s.Clear()
-	w, h := s.Size()
+func Draw(screen tcell.Screen, m *Model) {
+	s := newFrame(screen)
+	defer s.flush()
+	w, h := s.w, s.h
 	c := canvas{s, w, h}
 	title := "Drawbridge console"
 	if m.status != nil && m.status.VaultID != "" {
