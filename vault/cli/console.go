@@ -44,6 +44,14 @@ func cmdConsole(ctx context.Context, c *call) error {
 	b := &console.StoreBackend{Store: s, Dir: dir, Writable: writable}
 	if writable {
 		b.Admin = admin.ForStore(s, admin.Options{})
+		// Nothing is restored or exported while the daemon holds the
+		// store, so drives are offered only when this console has it.
+		u, done, err := consoleDrives(s, dir, "", b.Admin, drivesAny(c))
+		if err != nil {
+			return err
+		}
+		defer done()
+		b.USB = u
 	}
 	return console.Run(ctx, scr, b, o)
 }

@@ -165,6 +165,12 @@ func cmdRun(ctx context.Context, c *call) error {
 	b := &console.StoreBackend{Store: s, Dir: dir, Writable: true, Daemon: d, NowLength: nowLength(cfg),
 		Admin:  admin.ForStore(s, admin.Options{}), // the settings stay shut until one is set
 		Config: func() ([]string, error) { return configLines(cfg.Path) }}
+	u, done, err := consoleDrives(s, dir, cfg.Path, b.Admin, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	b.USB = u
 	if onAppliance() {
 		// PID 1 shuts down cleanly on these: SIGUSR2 powers off, SIGUSR1
 		// reboots.

@@ -58,6 +58,9 @@ type StoreBackend struct {
 	Admin *admin.Guard
 	// Config returns the configuration the settings screen shows.
 	Config func() ([]string, error)
+	// USB is what the drive screens work with; nil offers none (a restore
+	// then goes to a typed directory).
+	USB Drives
 
 	mu     sync.Mutex // journal appends and what follows
 	scanMu sync.Mutex // one reading of the journal at a time
@@ -357,3 +360,6 @@ func (b *StoreBackend) Settings(ctx context.Context, passphrase []byte) ([]strin
 	}
 	return b.Config()
 }
+
+// Drives returns the drives the console offers, nil when none.
+func (b *StoreBackend) Drives() Drives { return b.USB }
