@@ -4,7 +4,8 @@
 // recreates the index from them alone.
 //
 // Keys: 'c' ‖ blob id → pack location; 'p' ‖ pack id → blob count;
-// 'f' ‖ file key → file cache entry (format.md §9).
+// 'f' ‖ file key → file cache entry; 's' ‖ source chunk key → chunk id and
+// length (format.md §9).
 package index
 
 import (
@@ -237,6 +238,21 @@ func (x *Index) GetSourceChunk(key []byte) ([]byte, error) { return x.get('s', k
 
 // PutSourceChunks stores source chunk map entries in one batch.
 func (x *Index) PutSourceChunks(entries map[string][]byte) error { return x.putAll('s', entries) }
+
+// DeleteSourceChunks deletes source chunk map entries in one batch.
+func (x *Index) DeleteSourceChunks(keys map[string]struct{}) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	wb := x.db.NewWriteBatch()
+	defer wb.Cancel()
+	for k := range keys {
+		if err := wb.Delete(append([]byte{'s'}, k...)); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+	}
+	return wb.Flush()
+}
 
 func (x *Index) get(prefix byte, key []byte) ([]byte, error) {
 	var out []byte

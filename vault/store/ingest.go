@@ -26,6 +26,7 @@ type ingest struct {
 	mu       sync.Mutex
 	inflight map[[32]byte]pack.ID // blobs in packs not yet indexed
 	used     map[pack.ID]struct{} // packs this snapshot references
+	sealed   func(pack.ID)        // called once a pack is indexed, if set
 
 	errOnce sync.Once
 	errMu   sync.Mutex // guards err: fail runs while others read it
@@ -268,6 +269,9 @@ func (w *worker) finish() error {
 		}
 	}
 	w.in.mu.Unlock()
+	if w.in.sealed != nil {
+		w.in.sealed(pw.ID())
+	}
 	return nil
 }
 

@@ -74,9 +74,7 @@ func (w *Writer) commit(root [32]byte, paths []string) (*Snapshot, error) {
 		s.log.Warn("snapshot committed; journal head not updated", "snapshot", snap.ID[:12], "err", err)
 	}
 	snap.Seq = rec.Seq
-	if err := s.idx.PutSourceChunks(b.srcChunks); err != nil {
-		s.log.Warn("source chunk map not updated; the next pull transfers more", "err", err)
-	}
+	b.commitSourceChunks()
 	if err := s.idx.PutFiles(b.cache); err != nil {
 		s.log.Warn("file cache not updated; the next backup reads every file", "err", err)
 	}

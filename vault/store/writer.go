@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,10 +37,16 @@ type Writer struct {
 	prog   *Progress
 	warnFn func(path string, err error)
 
-	mu        sync.Mutex
-	cache     map[string][]byte
-	srcChunks map[string][]byte
-	partial   map[string][]byte // source chunk map entries for Abort only
+	mu    sync.Mutex
+	cache map[string][]byte
+	// Source chunk map entries not yet written, by the pack that holds
+	// their chunk; pack.ID{} for chunks already indexed. They are written
+	// as each pack is indexed (see sealed), so that a pull killed outright
+	// keeps them too.
+	srcPend   map[pack.ID]*srcBatch
+	nChunks   int                 // entries of RememberSourceChunk in srcPend
+	nPartial  int                 // entries of RememberPartial in srcPend and partDone
+	partDone  map[string]struct{} // RememberPartial keys written; Commit deletes them
 	srcOnce   sync.Once
 	srcPrefix []byte // see sourceKey
 	knownPack map[pack.ID]bool
@@ -69,11 +76,12 @@ func (s *Store) NewWriter(ctx context.Context, source string, o WriterOptions) (
 		return nil, err
 	}
 	w := &Writer{s: s, source: source, start: s.now(), prog: o.Progress, warnFn: o.Warn,
-		cache: map[string][]byte{}, srcChunks: map[string][]byte{}, partial: map[string][]byte{}, knownPack: known}
+		cache: map[string][]byte{}, srcPend: map[pack.ID]*srcBatch{}, partDone: map[string]struct{}{}, knownPack: known}
 	if w.prog == nil {
 		w.prog = &Progress{}
 	}
 	w.in = s.newIngest(ctx)
+	w.in.sealed = w.sealed
 	return w, nil
 }
 
@@ -226,16 +234,16 @@ func (w *Writer) Abort() {
 	w.keepSourceChunks()
 }
 
-// keepSourceChunks writes the source chunk map entries whose chunks are
-// indexed, that is, in sealed packs.
+// keepSourceChunks writes the source chunk map entries not written yet
+// whose chunks are indexed, that is, in sealed packs.
 func (w *Writer) keepSourceChunks() {
 	w.mu.Lock()
-	m := w.srcChunks
-	w.srcChunks = map[string][]byte{}
-	for k, v := range w.partial {
-		m[k] = v
+	m := map[string][]byte{}
+	for _, b := range w.srcPend {
+		maps.Copy(m, b.chunks)
+		maps.Copy(m, b.partial)
 	}
-	w.partial = map[string][]byte{}
+	w.srcPend = map[pack.ID]*srcBatch{}
 	w.mu.Unlock()
 	kept := make(map[string][]byte, len(m))
 	for k, v := range m {
@@ -250,6 +258,117 @@ func (w *Writer) keepSourceChunks() {
 	}
 	if err := w.s.idx.PutSourceChunks(kept); err != nil {
 		w.s.log.Warn("source chunk map not updated; the next pull transfers more", "err", err)
+	}
+}
+
+// commitSourceChunks, once the snapshot is committed, writes the source
+// chunk map entries of RememberSourceChunk not written yet (every pack is
+// sealed and indexed by then) and deletes those of RememberPartial written
+// while the pull ran: they serve only a pull cut off.
+func (w *Writer) commitSourceChunks() {
+	w.mu.Lock()
+	m := map[string][]byte{}
+	for _, b := range w.srcPend {
+		maps.Copy(m, b.chunks)
+	}
+	w.srcPend = map[pack.ID]*srcBatch{}
+	done := w.partDone
+	w.partDone = map[string]struct{}{}
+	w.mu.Unlock()
+	if err := w.s.idx.PutSourceChunks(m); err != nil {
+		w.s.log.Warn("source chunk map not updated; the next pull transfers more", "err", err)
+	}
+	if err := w.s.idx.DeleteSourceChunks(done); err != nil {
+		w.s.log.Warn("source chunk map: entries for resuming a pull not deleted", "err", err)
+	}
+}
+
+// srcBatch is source chunk map entries waiting for their chunks' pack.
+type srcBatch struct {
+	chunks  map[string][]byte // RememberSourceChunk
+	partial map[string][]byte // RememberPartial
+}
+
+// sealed is called by the ingest once pack p is sealed and indexed: the
+// entries whose chunks are in p, and those whose chunks were indexed
+// already, are written in one batch. An entry is thus never written before
+// its chunk is indexed.
+func (w *Writer) sealed(p pack.ID) {
+	w.mu.Lock()
+	b, r := w.srcPend[p], w.srcPend[pack.ID{}]
+	delete(w.srcPend, p)
+	delete(w.srcPend, pack.ID{})
+	w.mu.Unlock()
+	if b == nil {
+		b, r = r, nil
+	}
+	if b == nil {
+		return
+	}
+	if r != nil {
+		maps.Copy(b.chunks, r.chunks)
+		maps.Copy(b.partial, r.partial)
+	}
+	m := make(map[string][]byte, len(b.chunks)+len(b.partial))
+	maps.Copy(m, b.chunks)
+	maps.Copy(m, b.partial)
+	err := w.s.idx.PutSourceChunks(m)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		// Kept for Commit or Abort, which write them again.
+		w.s.log.Warn("source chunk map not updated as a pack was sealed", "err", err)
+		w.pend(pack.ID{}).merge(b)
+		return
+	}
+	w.nChunks -= len(b.chunks)
+	for k := range b.partial {
+		w.partDone[k] = struct{}{}
+	}
+}
+
+// pend returns the batch waiting for pack p. w.mu is held.
+func (w *Writer) pend(p pack.ID) *srcBatch {
+	b := w.srcPend[p]
+	if b == nil {
+		b = &srcBatch{chunks: map[string][]byte{}, partial: map[string][]byte{}}
+		w.srcPend[p] = b
+	}
+	return b
+}
+
+func (b *srcBatch) merge(o *srcBatch) {
+	maps.Copy(b.chunks, o.chunks)
+	maps.Copy(b.partial, o.partial)
+}
+
+// rememberSource adds an entry of the source chunk map to write once the
+// chunk ref names is indexed.
+func (w *Writer) rememberSource(h [32]byte, ref tree.ChunkRef, partial bool) {
+	v := binary.AppendUvarint(append(make([]byte, 0, 42), ref.ID[:]...), ref.Length)
+	k := string(w.sourceKey(h))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if partial && w.nPartial >= maxCachePending || !partial && w.nChunks >= maxCachePending {
+		return
+	}
+	// Under w.mu, so that sealed, which takes it after the pack left the
+	// in-flight map, finds the entry. Not in flight means indexed: the
+	// chunk was stored before this call.
+	w.in.mu.Lock()
+	p := w.in.inflight[ref.ID]
+	w.in.mu.Unlock()
+	b := w.pend(p)
+	if partial {
+		if _, ok := b.partial[k]; !ok {
+			w.nPartial++
+		}
+		b.partial[k] = v
+	} else {
+		if _, ok := b.chunks[k]; !ok {
+			w.nChunks++
+		}
+		b.chunks[k] = v
 	}
 }
 
@@ -321,28 +440,19 @@ func (w *Writer) SourceChunk(h [32]byte) (tree.ChunkRef, pack.ID, bool, error) {
 	return ref, p, true, nil
 }
 
-// RememberSourceChunk records that this source's chunk h is ref, written
-// when the snapshot commits.
+// RememberSourceChunk records that this source's chunk h is ref. The entry
+// is written as soon as the pack holding the chunk is indexed.
 func (w *Writer) RememberSourceChunk(h [32]byte, ref tree.ChunkRef) {
-	v := binary.AppendUvarint(append(make([]byte, 0, 42), ref.ID[:]...), ref.Length)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.srcChunks) < maxCachePending {
-		w.srcChunks[string(w.sourceKey(h))] = v
-	}
+	w.rememberSource(h, ref, false)
 }
 
 // RememberPartial records, like RememberSourceChunk, that this source's
-// chunk h is ref, but for a pull cut off only: Abort writes it, Commit
-// does not. The SFTP source names with h where in a file a chunk starts,
-// so that a file read half-way is not read again from its start.
+// chunk h is ref, but for a pull cut off only: written as its pack is
+// indexed, it is deleted again when the snapshot commits. The SFTP source
+// names with h where in a file a chunk starts, so that a file read
+// half-way is not read again from its start.
 func (w *Writer) RememberPartial(h [32]byte, ref tree.ChunkRef) {
-	v := binary.AppendUvarint(append(make([]byte, 0, 42), ref.ID[:]...), ref.Length)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.partial) < maxCachePending {
-		w.partial[string(w.sourceKey(h))] = v
-	}
+	w.rememberSource(h, ref, true)
 }
 
 // sourceKey is the source chunk map's key of this source's chunk h. The
