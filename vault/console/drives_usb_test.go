@@ -116,6 +116,14 @@ func newUSBVault(t *testing.T, fill func(src string)) *usbVault {
 	p.Any = true
 	v := &usbVault{s: s, sn: *sn, r: r, u: &USBDrives{Ports: p, MountDir: filepath.Join(work, "mnt"), Store: s, StoreDir: dir}}
 	v.u.Only = func(d usb.Drive) bool { _, ok := v.sticks.Load(d.Name); return ok }
+	// A test that fails with a drive mounted leaves neither the mount nor
+	// the loop device behind.
+	t.Cleanup(func() {
+		ents, _ := os.ReadDir(v.u.MountDir)
+		for _, e := range ents {
+			unix.Unmount(filepath.Join(v.u.MountDir, e.Name()), unix.MNT_DETACH)
+		}
+	})
 	return v
 }
 
