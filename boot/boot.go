@@ -50,6 +50,8 @@ import (
 
 	"drawbridge/boot/blockdev"
 	"drawbridge/boot/kmod"
+
+	"drawbridge/vault/units"
 )
 
 // Where things are on the appliance.
@@ -594,7 +596,7 @@ func (a *Appliance) findDataDisk(ctx context.Context, log *Log) error {
 			a.mu.Lock()
 			a.disk = d
 			a.mu.Unlock()
-			log.Printf("%s (%s, label %s, uuid %s)", d.Path(), humanBytes(d.Size), d.Label, d.UUID)
+			log.Printf("%s (%s, label %s, uuid %s)", d.Path(), units.Bytes(d.Size), d.Label, d.UUID)
 			return nil
 		}
 		devs, _ := s.Scan()
@@ -627,19 +629,6 @@ func deviceNames(devs []blockdev.Device) string {
 		names = append(names, d.Name)
 	}
 	return strings.Join(names, " ")
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func (a *Appliance) mountData(ctx context.Context, log *Log) error {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"drawbridge/boot/blockdev"
+
+	"drawbridge/vault/units"
 )
 
 // Mke2fsArgs formats the data disk: ext4 labelled DataLabel, 1% reserved
@@ -51,7 +53,7 @@ func (a *Appliance) formatBlankDisk(ctx context.Context, log *Log) error {
 		if c.Blank {
 			blank = append(blank, c)
 		} else {
-			log.Printf("%s (%s) %s: not offered", c.Name, humanBytes(c.Size), c.Why)
+			log.Printf("%s (%s) %s: not offered", c.Name, units.Bytes(c.Size), c.Why)
 		}
 	}
 	switch {
@@ -104,7 +106,7 @@ func (a *Appliance) confirmFormat(log *Log, d blockdev.Candidate) (bool, error) 
 		model = "no model name"
 	}
 	want := "format " + d.Name
-	log.Printf("first boot: %s (%s, %s) is blank and can become the data disk; formatting erases it", d.Name, model, humanBytes(d.Size))
+	log.Printf("first boot: %s (%s, %s) is blank and can become the data disk; formatting erases it", d.Name, model, units.Bytes(d.Size))
 	for try := 1; ; try++ {
 		log.Printf("type %q and enter to format it, or just enter to go on without a data disk (no answer in %v is no)", want, a.Timing.Confirm)
 		line, dev, err := term.ReadLine(a.Timing.Confirm)

@@ -50,6 +50,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"drawbridge/vault/units"
 )
 
 // Drive is one whole block device: a USB stick or disk.
@@ -84,26 +86,12 @@ func (d Drive) Confirmation() string {
 	if s := strings.TrimSpace(d.Vendor + " " + d.Model); s != "" {
 		parts = append(parts, s)
 	}
-	return strings.Join(append(parts, HumanSize(d.Size)), " ")
+	return strings.Join(append(parts, units.Bytes(d.Size)), " ")
 }
 
 // String names the drive for a person: "sdb SanDisk Ultra 57.3 GiB".
 func (d Drive) String() string {
 	return strings.TrimPrefix(d.Confirmation(), "format ")
-}
-
-// HumanSize formats a byte count with binary units: "57.3 GiB".
-func HumanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n), -1
-	for v >= unit && i < 5 {
-		v /= unit
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[i])
 }
 
 // Opener opens a device node for reading, by its path.

@@ -20,6 +20,8 @@ import (
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
 	"drawbridge/vault/tree"
+
+	"drawbridge/vault/units"
 )
 
 func cmdInit(_ context.Context, c *call) error {
@@ -126,7 +128,7 @@ func cmdBackup(ctx context.Context, c *call) error {
 	w := c.env.Stdout
 	fmt.Fprintf(w, "snapshot %s saved (source %s, %s)\n", snap.ID, snap.Source, snap.Status)
 	fmt.Fprintf(w, "files %d, dirs %d, read %s, new %s, stored %s, %.2f s, %.1f MB/s\n",
-		snap.Files, snap.Dirs, humanBytes(snap.Bytes), humanBytes(snap.NewBytes), humanBytes(snap.StoredBytes), snap.Seconds, rate)
+		snap.Files, snap.Dirs, units.Bytes(snap.Bytes), units.Bytes(snap.NewBytes), units.Bytes(snap.StoredBytes), snap.Seconds, rate)
 	if snap.Errors > 0 {
 		return exitError{1, fmt.Sprintf("%d files could not be read; the snapshot is partial", snap.Errors)}
 	}
@@ -179,7 +181,7 @@ func cmdSnapshots(_ context.Context, c *call) error {
 	fmt.Fprintln(tw, "ID\tSOURCE\tTIME\tFILES\tBYTES\tNEW\tSTATUS")
 	for _, sn := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", sn.ID[:16], sn.Source, sn.Time.Local().Format("2006-01-02 15:04:05"),
-			sn.Files, humanBytes(sn.Bytes), humanBytes(sn.NewBytes), sn.Status)
+			sn.Files, units.Bytes(sn.Bytes), units.Bytes(sn.NewBytes), sn.Status)
 	}
 	tw.Flush()
 	fmt.Fprintf(c.env.Stdout, "%d snapshots\n", len(list))
@@ -427,7 +429,7 @@ func cmdRestore(ctx context.Context, c *call) error {
 			return err
 		}
 	} else if !c.quiet() {
-		fmt.Fprintf(c.env.Stdout, "restored snapshot %s to %s: %d files, %d dirs, %s\n", sn.ID[:12], target, rep.Files, rep.Dirs, humanBytes(rep.Bytes))
+		fmt.Fprintf(c.env.Stdout, "restored snapshot %s to %s: %d files, %d dirs, %s\n", sn.ID[:12], target, rep.Files, rep.Dirs, units.Bytes(rep.Bytes))
 	}
 	if len(rep.Damaged) > 0 {
 		return exitError{1, fmt.Sprintf("%d entries could not be restored intact; every other file was restored", len(rep.Damaged))}

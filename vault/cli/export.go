@@ -13,6 +13,8 @@ import (
 	"drawbridge/vault/export"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+
+	"drawbridge/vault/units"
 )
 
 // cmdExport writes the plain-file export of DESIGN.md §7.
@@ -89,7 +91,7 @@ func cmdExport(ctx context.Context, c *call) error {
 	} else if !c.quiet() {
 		w := c.env.Stdout
 		fmt.Fprintf(w, "exported snapshot %s to %s: %d files, %d dirs, %d symlinks, %s, %.2f s, %.1f MB/s\n",
-			sn.ID[:12], rep.Dir, rep.Files, rep.Dirs, rep.Symlinks, humanBytes(rep.Bytes), rep.Seconds, rate)
+			sn.ID[:12], rep.Dir, rep.Files, rep.Dirs, rep.Symlinks, units.Bytes(rep.Bytes), rep.Seconds, rate)
 		fmt.Fprintf(w, "identity key: %s\n", seal.Fingerprint(keys.Identity.Public()))
 		fmt.Fprintf(w, "manifest sha256: %s\n", rep.ManifestSHA256)
 	}
@@ -182,7 +184,7 @@ func cmdExportSealed(ctx context.Context, c *call) error {
 	if !c.quiet() {
 		w := c.env.Stdout
 		fmt.Fprintf(w, "sealed export of %d snapshots to %s: %d packs, %s, %.2f s, %.1f MB/s\n",
-			len(rep.Snapshots), rep.Dir, rep.Packs, humanBytes(rep.Bytes), rep.Seconds, rate)
+			len(rep.Snapshots), rep.Dir, rep.Packs, units.Bytes(rep.Bytes), rep.Seconds, rate)
 		for _, id := range rep.Snapshots {
 			fmt.Fprintf(w, "  %s\n", id)
 		}

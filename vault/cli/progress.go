@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+
+	"drawbridge/vault/units"
 )
 
 // bar draws a one-line progress bar (bytes, rate, ETA) on a terminal, and
@@ -64,7 +66,7 @@ func (b *bar) draw() {
 	if el > 0 {
 		rate = float64(done) / el
 	}
-	line := fmt.Sprintf("%s %s", b.label, humanBytes(done))
+	line := fmt.Sprintf("%s %s", b.label, units.Bytes(done))
 	if total > 0 {
 		frac := float64(done) / float64(total)
 		if frac > 1 {
@@ -72,13 +74,13 @@ func (b *bar) draw() {
 		}
 		const width = 24
 		n := int(frac * width)
-		line += fmt.Sprintf(" / %s %3.0f%% [%s%s]", humanBytes(total), frac*100, strings.Repeat("=", n), strings.Repeat(" ", width-n))
+		line += fmt.Sprintf(" / %s %3.0f%% [%s%s]", units.Bytes(total), frac*100, strings.Repeat("=", n), strings.Repeat(" ", width-n))
 		if rate > 0 && done < total {
 			eta := time.Duration(float64(total-done) / rate * float64(time.Second))
 			line += " ETA " + eta.Round(time.Second).String()
 		}
 	}
-	line += fmt.Sprintf(" %s/s", humanBytes(int64(rate)))
+	line += fmt.Sprintf(" %s/s", units.Bytes(int64(rate)))
 	if b.extra != nil {
 		line += " " + b.extra()
 	}
@@ -93,17 +95,4 @@ func (b *bar) finish() {
 	close(b.stop)
 	b.wg.Wait()
 	fmt.Fprint(b.w, "\r\033[K")
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -10,6 +10,8 @@ import (
 	"drawbridge/vault/config"
 	"drawbridge/vault/pull"
 	"drawbridge/vault/store"
+
+	"drawbridge/vault/units"
 )
 
 // loadConfig reads --config and resolves the store directory: --store,
@@ -111,7 +113,7 @@ func cmdPull(ctx context.Context, c *call) error {
 				continue
 			}
 			line := fmt.Sprintf("%-*s  snapshot %s  files %d  bytes %s  new %s  %.2f s", width, r.Source, r.ID,
-				r.Files, humanBytes(r.Bytes), humanBytes(r.NewBytes), r.Seconds)
+				r.Files, units.Bytes(r.Bytes), units.Bytes(r.NewBytes), r.Seconds)
 			if r.Errors > 0 {
 				line += fmt.Sprintf("  partial: %d entries skipped", r.Errors)
 			}

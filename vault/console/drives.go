@@ -15,6 +15,8 @@ import (
 	"drawbridge/vault/store"
 	"drawbridge/vault/todrive"
 	"drawbridge/vault/tree"
+
+	"drawbridge/vault/units"
 )
 
 // The drive screens: restore to a USB drive, export a snapshot to one,
@@ -766,7 +768,7 @@ func (d *driveScreens) done(m *Model, v driveDoneMsg) []Cmd {
 		return []Cmd{m.journal(typ, "console formatted "+what+" as "+fmt.Sprint(data["fstype"]), data)}
 	}
 	j.failed = len(rep.Problems) > 0
-	j.result = []string{verb + " " + what, fmt.Sprintf("to %s:/%s: %d files, %s", rep.Partition, rep.Dir, rep.Files, HumanBytes(rep.Bytes))}
+	j.result = []string{verb + " " + what, fmt.Sprintf("to %s:/%s: %d files, %s", rep.Partition, rep.Dir, rep.Files, units.Bytes(rep.Bytes))}
 	if sealed, _ := data["sealed"].(bool); sealed {
 		j.result = append(j.result, fmt.Sprintf("checked on a read-only mount: %d packs whole", rep.Verified))
 	} else {

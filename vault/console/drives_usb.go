@@ -27,6 +27,8 @@ import (
 	"drawbridge/vault/store"
 	"drawbridge/vault/todrive"
 	"drawbridge/vault/tree"
+
+	"drawbridge/vault/units"
 )
 
 // USBDrives is the console's Drives on real hardware: hw/usb finds and
@@ -381,7 +383,7 @@ func (u *USBDrives) write(ctx context.Context, m *usb.Mounted, r Reader, sn stor
 			Total: func(n int64) {
 				total.Store(n)
 				if n > free {
-					cancel(fmt.Errorf("%w: the sealed copy needs %s, the drive has %s free", todrive.ErrNoSpace, HumanBytes(n), HumanBytes(free)))
+					cancel(fmt.Errorf("%w: the sealed copy needs %s, the drive has %s free", todrive.ErrNoSpace, units.Bytes(n), units.Bytes(free)))
 				}
 			},
 		})
@@ -407,7 +409,7 @@ func (u *USBDrives) write(ctx context.Context, m *usb.Mounted, r Reader, sn stor
 		return fmt.Errorf("free space on %s: %w", m.Partition.Name, err)
 	}
 	if need := size.OnDisk(st.Bsize); need > free {
-		return fmt.Errorf("%w: the export needs about %s (%d files), the drive has %s free", todrive.ErrNoSpace, HumanBytes(need), size.Files, HumanBytes(free))
+		return fmt.Errorf("%w: the export needs about %s (%d files), the drive has %s free", todrive.ErrNoSpace, units.Bytes(need), size.Files, units.Bytes(free))
 	}
 	id := u.Store.Keys().Identity
 	rep, err := export.Export(ctx, r, root, "", target, export.Snapshot{VaultID: u.Store.Info().VaultID, ID: sn.ID, Source: sn.Source, Time: sn.Time},

@@ -11,6 +11,8 @@ import (
 
 	"drawbridge/vault/config"
 	"drawbridge/vault/todrive"
+
+	"drawbridge/vault/units"
 )
 
 // driveBoxW is the inner width of the drive screens' dialog.
@@ -30,7 +32,7 @@ func drawDrives(c canvas, m *Model, d *driveScreens) {
 		title = "Export " + short(d.snap.ID, 12) + " of " + d.snap.Source + " to a USB drive"
 		lines = []styled{
 			{styleNormal, fmt.Sprintf("Snapshot %s of %s, %s, %d files, %s", short(d.snap.ID, 12), d.snap.Source,
-				d.snap.Time.UTC().Format(shortFmt), d.snap.Files, HumanBytes(d.snap.Bytes))},
+				d.snap.Time.UTC().Format(shortFmt), d.snap.Files, units.Bytes(d.snap.Bytes))},
 			{},
 			{styleNormal, "p  plain files, a MANIFEST signed by the vault and the offline"},
 			{styleNormal, "   verifier: any computer reads it (needs the restore passphrase)"},
@@ -164,7 +166,7 @@ func (d *driveScreens) listView(m *Model) (string, []styled) {
 			if fsName == "" {
 				fsName = "?"
 			}
-			text = fmt.Sprintf("      %-10s %-6s %-12s %10s", p.Name, fsName, p.Label, HumanBytes(p.Size))
+			text = fmt.Sprintf("      %-10s %-6s %-12s %10s", p.Name, fsName, p.Label, units.Bytes(p.Size))
 			if !usable(p) {
 				text += "   (not usable here)"
 			}
@@ -221,7 +223,7 @@ func (d *driveScreens) workView(m *Model) (string, []styled) {
 			if p.ETA > 0 {
 				eta = "ETA " + p.ETA.Round(time.Second).String()
 			}
-			lines = append(lines, styled{styleNormal, fmt.Sprintf("%s of %s  %s/s  %s", HumanBytes(p.Done), HumanBytes(p.Total), HumanBytes(int64(p.Rate)), eta)})
+			lines = append(lines, styled{styleNormal, fmt.Sprintf("%s of %s  %s/s  %s", units.Bytes(p.Done), units.Bytes(p.Total), units.Bytes(int64(p.Rate)), eta)})
 		default:
 			lines = append(lines, styled{styleNormal, fmt.Sprintf("%s mounting the drive, checking its free space… %s", spinner[m.spin%len(spinner)], el)})
 		}

@@ -15,6 +15,8 @@ import (
 	"drawbridge/vault/restore"
 	"drawbridge/vault/store"
 	"drawbridge/vault/tree"
+
+	"drawbridge/vault/units"
 )
 
 // maxPassphrase caps the passphrase typed at the console, in bytes.
@@ -311,7 +313,7 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		}
 		r := v.rep
 		j.failed = len(r.Damaged) > 0
-		j.result = fmt.Sprintf("restored to %s: %d files, %d dirs, %s", j.target, r.Files, r.Dirs, HumanBytes(r.Bytes))
+		j.result = fmt.Sprintf("restored to %s: %d files, %d dirs, %s", j.target, r.Files, r.Dirs, units.Bytes(r.Bytes))
 		if j.failed {
 			j.result += fmt.Sprintf("; %d entries damaged, not restored intact", len(r.Damaged))
 		}
@@ -822,7 +824,7 @@ func (m *Model) keyBrowse(k Key) []Cmd {
 		}
 		e := &l.entries[l.sel]
 		if e.Kind != tree.Dir {
-			m.say("%s: %s, %s; press r to restore it", e.Name, e.Kind, HumanBytes(int64(e.Size)))
+			m.say("%s: %s, %s; press r to restore it", e.Name, e.Kind, units.Bytes(int64(e.Size)))
 			return nil
 		}
 		return []Cmd{m.loadDir(e.Name, e.Subtree)}
@@ -941,18 +943,4 @@ func parseRoot(s string) (tree.ID, error) {
 	}
 	copy(id[:], b)
 	return id, nil
-}
-
-// HumanBytes formats a byte count with binary units.
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for x := n / unit; x >= unit; x /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

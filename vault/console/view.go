@@ -11,6 +11,8 @@ import (
 
 	"drawbridge/vault/daemon"
 	"drawbridge/vault/tree"
+
+	"drawbridge/vault/units"
 )
 
 var (
@@ -249,7 +251,7 @@ func alerts(st *Status, m *Model) []string {
 		out = append(out, "the journal does not read back whole: run verify")
 	}
 	if need := max(uint64(daemon.DefaultMinFreeBytes), uint64(daemon.DefaultMinFreeFraction*float64(st.DiskSize))); st.DiskSize > 0 && st.DiskFree < need {
-		out = append(out, fmt.Sprintf("the store disk is nearly full (%s free): windows are skipped", HumanBytes(int64(st.DiskFree))))
+		out = append(out, fmt.Sprintf("the store disk is nearly full (%s free): windows are skipped", units.Bytes(int64(st.DiskFree))))
 	}
 	return out
 }
@@ -324,7 +326,7 @@ func drawStatus(c canvas, m *Model) {
 		when, files, bytes := "-", "", ""
 		if i, ok := m.latest[src]; ok {
 			sn := st.Snapshots[i]
-			when, files, bytes = sn.Time.UTC().Format(shortFmt), fmt.Sprint(sn.Files), HumanBytes(sn.Bytes)
+			when, files, bytes = sn.Time.UTC().Format(shortFmt), fmt.Sprint(sn.Files), units.Bytes(sn.Bytes)
 		}
 		h := sourceHealthOf(st, m, src)
 		stStyle := styleNormal
@@ -349,10 +351,10 @@ func drawStatus(c canvas, m *Model) {
 	y++
 	c.put(1, y, styleTitle, "Store")
 	y++
-	c.put(3, y, styleNormal, fmt.Sprintf("%d packs, %s on disk; %d snapshots", st.Packs, HumanBytes(st.PackBytes), len(st.Snapshots)))
+	c.put(3, y, styleNormal, fmt.Sprintf("%d packs, %s on disk; %d snapshots", st.Packs, units.Bytes(st.PackBytes), len(st.Snapshots)))
 	y++
 	if st.DiskSize > 0 {
-		c.put(3, y, styleNormal, fmt.Sprintf("disk: %s free of %s", HumanBytes(int64(st.DiskFree)), HumanBytes(int64(st.DiskSize))))
+		c.put(3, y, styleNormal, fmt.Sprintf("disk: %s free of %s", units.Bytes(int64(st.DiskFree)), units.Bytes(int64(st.DiskSize))))
 		y++
 	}
 	if lv := st.LastVerify; lv != nil {
@@ -429,7 +431,7 @@ func drawSnapshots(c canvas, m *Model) {
 		if i == m.snapSel {
 			st = styleSel
 		}
-		c.line(3+i-top, st, fmt.Sprintf("  %-12s  %-20s %9d %10s  %s", short(sn.ID, 12), sn.Time.UTC().Format(timeFmt), sn.Files, HumanBytes(sn.Bytes), sn.Status))
+		c.line(3+i-top, st, fmt.Sprintf("  %-12s  %-20s %9d %10s  %s", short(sn.ID, 12), sn.Time.UTC().Format(timeFmt), sn.Files, units.Bytes(sn.Bytes), sn.Status))
 	}
 }
 
@@ -441,7 +443,7 @@ func entryRow(e *tree.Entry) string {
 	case tree.Dir:
 		name += "/"
 	case tree.File:
-		size = HumanBytes(int64(e.Size))
+		size = units.Bytes(int64(e.Size))
 	case tree.Symlink:
 		name += " -> " + e.Target
 	default:
@@ -617,13 +619,13 @@ func drawRestore(c canvas, m *Model) {
 			eta = "ETA " + time.Duration(float64(max(total-done, 0))/rate*float64(time.Second)).Round(time.Second).String()
 		}
 		c.put(x, y+1, styleNormal, "["+strings.Repeat("#", n)+strings.Repeat(".", barW-n)+fmt.Sprintf("] %3.0f%%", frac*100))
-		c.put(x, y+2, styleNormal, fmt.Sprintf("%s of %s  %s/s  %s", HumanBytes(done), HumanBytes(total), HumanBytes(int64(rate)), eta))
+		c.put(x, y+2, styleNormal, fmt.Sprintf("%s of %s  %s/s  %s", units.Bytes(done), units.Bytes(total), units.Bytes(int64(rate)), eta))
 	} else {
 		sp := spinner[m.spin%len(spinner)]
 		if !j.running {
 			sp = "#"
 		}
-		c.put(x, y+1, styleNormal, fmt.Sprintf("%s %s  %s/s", sp, HumanBytes(done), HumanBytes(int64(rate))))
+		c.put(x, y+1, styleNormal, fmt.Sprintf("%s %s  %s/s", sp, units.Bytes(done), units.Bytes(int64(rate))))
 	}
 	if j.running {
 		c.put(x, y+4, styleDim, "restoring… (Esc cancels)")
@@ -683,7 +685,7 @@ func drawVerify(c canvas, m *Model) {
 	}
 	if j.running {
 		progressBar(c, m, x, y, done, total, true)
-		c.put(x, y+1, styleNormal, fmt.Sprintf("%s of %s of packs checked, %s", HumanBytes(done), HumanBytes(total), end.Sub(j.started).Round(time.Second)))
+		c.put(x, y+1, styleNormal, fmt.Sprintf("%s of %s of packs checked, %s", units.Bytes(done), units.Bytes(total), end.Sub(j.started).Round(time.Second)))
 		if j.deep {
 			c.put(x, y+3, styleDim, "every blob is decrypted and re-hashed, every snapshot walked")
 		}
@@ -801,7 +803,7 @@ func changeRow(ch *Change) string {
 		if ch.Kind != tree.File {
 			return ch.Kind.String()
 		}
-		return HumanBytes(int64(n))
+		return units.Bytes(int64(n))
 	}
 	switch ch.Op {
 	case '+':

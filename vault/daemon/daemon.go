@@ -40,6 +40,8 @@ import (
 	"drawbridge/vault/pull"
 	"drawbridge/vault/store"
 	"drawbridge/vault/window"
+
+	"drawbridge/vault/units"
 )
 
 // Journal record types the daemon writes itself; the window's transitions
@@ -581,21 +583,8 @@ func (d *Daemon) diskLow() (string, map[string]any) {
 	if free >= need {
 		return "", nil
 	}
-	return fmt.Sprintf("the store disk is nearly full: %s free of %s, a window needs %s", human(free), human(total), human(need)),
+	return fmt.Sprintf("the store disk is nearly full: %s free of %s, a window needs %s", units.Bytes(int64(free)), units.Bytes(int64(total)), units.Bytes(int64(need))),
 		map[string]any{"reason": "disk-full", "free_bytes": free, "total_bytes": total, "min_free_bytes": need}
-}
-
-func human(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func stamp(t time.Time) string {

@@ -53,6 +53,8 @@ import (
 
 	"drawbridge/vault/restore"
 	"drawbridge/vault/tree"
+
+	"drawbridge/vault/units"
 )
 
 var (
@@ -171,11 +173,11 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 	rep := &Report{Size: size, Needed: need, Free: free}
 	if st.Type == unix.MSDOS_SUPER_MAGIC && size.Largest > maxFAT {
 		return rep, fmt.Errorf("%w: %q is %s and a FAT drive holds files up to 4 GiB; format the drive as exFAT or ext4",
-			ErrTooLarge, size.LargestPath, human(size.Largest))
+			ErrTooLarge, size.LargestPath, units.Bytes(size.Largest))
 	}
 	if need > free {
 		return rep, fmt.Errorf("%w: the restore needs about %s (%d files, %s of data), the drive has %s free",
-			ErrNoSpace, human(need), size.Files, human(size.Bytes), human(free))
+			ErrNoSpace, units.Bytes(need), size.Files, units.Bytes(size.Bytes), units.Bytes(free))
 	}
 
 	dr, err := os.OpenRoot(drive)
@@ -501,17 +503,4 @@ func readBack(ctx context.Context, r *os.Root, w writtenFile, buf []byte, done *
 		return errors.New("content read back differs from what was written")
 	}
 	return nil
-}
-
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n), -1
-	for v >= unit && i < 5 {
-		v /= unit
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[i])
 }
