@@ -98,7 +98,7 @@ func init() {
 		{"pull", "pull the configured sources now: --config FILE [--source NAME]", []string{"config", "source"}, nil, cmdPull},
 		{"authorized-key", "print each source's authorized_keys line: --config FILE [--source NAME]", []string{"config", "source"}, nil, cmdAuthorizedKey},
 		{"run", "the vault daemon: --config FILE [--window-now DURATION] [--netns NAME] [--console DEV]... [--heartbeat FILE] [--log FILE]", []string{"config", "window-now", "netns", "console", "heartbeat", "log"}, []string{"take-over-network"}, cmdRun},
-		{"console", "the full-screen console: status, snapshot browser, restore and export to a drive [--drives-any]", nil, []string{"drives-any"}, cmdConsole},
+		{"console", "the full-screen console: status, snapshot browser, restore and export to a drive [--drives-any] [--config FILE: what a configuration import replaces]", []string{"config"}, []string{"drives-any"}, cmdConsole},
 		{"config", "config diff FILE --config CURRENT; config import FILE|--usb --config CURRENT: show the changes, confirm, admin passphrase, install [--yes --admin-passphrase-file F]", []string{"config", "admin-passphrase-file"}, []string{"usb", "yes"}, cmdConfig},
 		{"help", "show this help", nil, nil, cmdHelp},
 	}

@@ -46,7 +46,7 @@ func cmdConsole(ctx context.Context, c *call) error {
 		b.Admin = admin.ForStore(s, admin.Options{})
 		// Nothing is restored or exported while the daemon holds the
 		// store, so drives are offered only when this console has it.
-		u, done, err := consoleDrives(s, dir, "", b.Admin, drivesAny(c))
+		u, done, err := consoleDrives(s, dir, c.args.get("config"), b.Admin, drivesAny(c))
 		if err != nil {
 			return err
 		}

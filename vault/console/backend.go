@@ -1,9 +1,10 @@
 // Package console is the vault's full-screen terminal UI (DESIGN.md §7): a
 // status screen, a snapshot browser, restore of a file or directory to a
-// target directory (the USB drive on the appliance, any directory in hosted
-// mode), a diff between two snapshots, the journal, verify and deep
-// verify, back up now, power off and reboot, and the settings behind the
-// admin passphrase. It runs on the appliance's terminals inside the daemon
+// USB drive picked from the live list (or a typed directory), export of a
+// snapshot to a drive, formatting a drive, a diff between two snapshots,
+// the journal, verify and deep verify, back up now, power off and reboot,
+// and the settings behind the admin passphrase, with the import of a
+// configuration from a drive. It runs on the appliance's terminals inside the daemon
 // (OpenTTY), sharing its store, and in a terminal in hosted mode.
 //
 // The code is split in three: Model holds the state and handles keys and
@@ -16,9 +17,10 @@
 // Invariants: the unlocked Reader is dropped after IdleTimeout without a key
 // press, once no restore, deep verify or diff uses it; every action that reveals content or writes outside the store is
 // journaled (console-unlock, console-unlock-failed, console-browse,
-// console-restore, console-diff, console-verify, console-backup-now,
-// console-poweroff, console-reboot, console-settings), or the screen says
-// that it could not be.
+// console-restore, console-restore-drive, console-export, console-format,
+// console-diff, console-verify, console-backup-now, console-poweroff,
+// console-reboot, console-settings, and the importer's config-imported), or
+// the screen says that it could not be. Nothing on a drive runs.
 package console
 
 import (

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gdamore/tcell/v2"
-
 	"drawbridge/hw/usb"
 	"drawbridge/vault/config"
 	"drawbridge/vault/config/importer"
@@ -149,49 +147,11 @@ func newDH(t *testing.T) *dh {
 	clk := &fakeClock{time.Unix(2e9, 0)}
 	m := started(t, b, clk)
 	m.o.Fixed = true // the appliance's console: r offers the drives first
-	h := &dh{t: t, m: m, b: b, dr: dr, d: &driveScreens{}}
+	h := &dh{t: t, m: m, b: b, dr: dr, d: &m.drv}
 	return h
 }
 
-// send is what Model.Update does with the drive screens wired in.
-func (h *dh) send(msg Msg) {
-	m, d := h.m, h.d
-	var cmds []Cmd
-	switch v := msg.(type) {
-	case Key:
-		switch {
-		case d.open():
-			cmds = d.key(m, v)
-		case m.dialog == DialogTarget && v.Name == "Tab":
-			cmds = d.fromTarget(m)
-		case m.dialog == DialogNone && m.screen == ScreenBrowse && m.loading == "" && (isRune(v, 'r') || isRune(v, 'R')):
-			m.whole = v.Rune == 'R'
-			cmds = d.openRestore(m)
-		case m.dialog == DialogNone && m.screen == ScreenSnapshots && isRune(v, 'e'):
-			cmds = d.openExport(m, m.snaps[m.snapSel])
-		case m.dialog == DialogNone && m.screen == ScreenStatus && isRune(v, 'u'):
-			cmds = d.openList(m, forLook)
-		case m.dialog == DialogNone && m.screen == ScreenSettings && isRune(v, 'i'):
-			cmds = d.openImport(m)
-		default:
-			cmds = m.Update(v)
-		}
-	case Tick:
-		cmds = append(m.Update(v), d.tick(m)...)
-	case driveListMsg, driveDoneMsg, configsMsg, planMsg, applyMsg:
-		cmds = d.update(m, msg)
-	case unlockMsg:
-		cmds = m.Update(v)
-		if v.then == actDrive && v.err == nil {
-			cmds = append(cmds, d.unlocked(m)...)
-		}
-	default:
-		cmds = m.Update(msg)
-	}
-	for _, c := range cmds {
-		h.send(c())
-	}
-}
+func (h *dh) send(msg Msg) { drive(h.m, msg) }
 
 func (h *dh) keys(ks ...string) {
 	for _, k := range ks {
@@ -219,17 +179,7 @@ func (h *dh) tick() {
 
 func (h *dh) screen() string {
 	h.t.Helper()
-	s := tcell.NewSimulationScreen("UTF-8")
-	if err := s.Init(); err != nil {
-		h.t.Fatal(err)
-	}
-	defer s.Fini()
-	s.SetSize(120, 40)
-	Draw(s, h.m)
-	w, ht := s.Size()
-	drawDrives(canvas{s, w, ht}, h.m, h.d)
-	s.Show()
-	return screenText(s)
+	return drawn(h.t, h.m)
 }
 
 func (h *dh) want(want ...string) {

@@ -194,6 +194,8 @@ type Model struct {
 	textTitle   string
 	text        []string
 
+	drv driveScreens // restore, export, format, import with USB drives
+
 	spin int
 	msg  string
 	bad  bool // msg is an error
@@ -252,6 +254,7 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		if !m.statusBusy && m.clock().Sub(m.statusAt) >= StatusEvery {
 			cmds = append(cmds, m.loadStatus())
 		}
+		cmds = append(cmds, m.drv.tick(m)...)
 		if m.reader != nil && !m.reading() && m.clock().Sub(m.lastKey) >= IdleTimeout {
 			m.forget()
 			m.say("the restore passphrase was forgotten after %s without a key press", IdleTimeout)
@@ -284,6 +287,8 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 			return m.startVerify(true)
 		case actDiff:
 			return m.runDiff()
+		case actDrive:
+			return m.drv.unlocked(m)
 		}
 	case treeMsg:
 		if v.seq != m.loadSeq || m.loading == "" {
@@ -351,6 +356,8 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		}
 	case settingsMsg:
 		return m.settingsDone(v)
+	case driveListMsg, driveDoneMsg, configsMsg, planMsg, applyMsg:
+		return m.drv.update(m, msg)
 	case adminMsg:
 		m.adminKnown(v)
 	case journalMsg:
@@ -367,7 +374,7 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 // deep verify or a diff. The idle timeout waits for it.
 func (m *Model) reading() bool {
 	return (m.job != nil && m.job.running) || (m.verify != nil && m.verify.running && m.verify.deep) ||
-		(m.diff != nil && m.diff.running)
+		(m.diff != nil && m.diff.running) || m.drv.reading()
 }
 
 // forget drops the Reader and everything read with it.
@@ -450,6 +457,9 @@ func (m *Model) key(k Key) []Cmd {
 		m.quit()
 		return nil
 	}
+	if m.drv.open() {
+		return m.drv.key(m, k)
+	}
 	switch m.dialog {
 	case DialogHelp, DialogText:
 		m.dialog = DialogNone
@@ -500,6 +510,9 @@ func (m *Model) key(k Key) []Cmd {
 	case ScreenDiff:
 		return m.keyDiff(k)
 	case ScreenSettings:
+		if isRune(k, 'i') {
+			return m.drv.openImport(m)
+		}
 		return m.keySettings(k)
 	}
 	return nil
@@ -514,6 +527,7 @@ func (m *Model) home() {
 	if m.job != nil && m.job.running {
 		m.job.cancel()
 	}
+	m.drv.close(m)
 	m.forget()
 	if m.jv != nil {
 		m.jv.cancel()
@@ -527,6 +541,7 @@ func (m *Model) home() {
 }
 
 func (m *Model) quit() {
+	m.drv.close(m)
 	m.forget()
 	if m.job != nil && m.job.running {
 		m.job.cancel()
@@ -586,6 +601,8 @@ func (m *Model) keyStatus(k Key) []Cmd {
 		m.askPower()
 	case isRune(k, 's'):
 		return m.openSettings()
+	case isRune(k, 'u'):
+		return m.drv.openList(m, forLook)
 	}
 	return nil
 }
@@ -630,6 +647,10 @@ func (m *Model) keySnapshots(k Key) []Cmd {
 		}
 	case isRune(k, 'd'):
 		return m.startDiff()
+	case isRune(k, 'e'):
+		if len(m.snaps) > 0 {
+			return m.drv.openExport(m, m.snaps[m.snapSel])
+		}
 	case k.Name == "Enter" || k.Name == "Right" || isRune(k, 'l'):
 		if len(m.snaps) == 0 {
 			return nil
@@ -830,9 +851,7 @@ func (m *Model) keyBrowse(k Key) []Cmd {
 		return []Cmd{m.loadDir(e.Name, e.Subtree)}
 	case isRune(k, 'r'), isRune(k, 'R'):
 		m.whole = k.Rune == 'R'
-		m.input = ""
-		m.dialog = DialogTarget
-		m.msg = ""
+		return m.drv.openRestore(m)
 	default:
 		l.sel = move(k, l.sel, len(l.entries), m.listRows())
 		m.clampBrowse()
@@ -891,6 +910,8 @@ func (m *Model) keyTarget(k Key) []Cmd {
 	case "Esc":
 		m.dialog = DialogNone
 		m.say("restore cancelled")
+	case "Tab":
+		return m.drv.fromTarget(m)
 	case "Backspace":
 		if r := []rune(m.input); len(r) > 0 {
 			m.input = string(r[:len(r)-1])

@@ -119,6 +119,7 @@ func Draw(screen tcell.Screen, m *Model) {
 	case DialogRestore:
 		drawRestore(c, m)
 	}
+	drawDrives(c, m, &m.drv)
 }
 
 // fit shortens s to n runes, marking the cut.
@@ -138,10 +139,16 @@ func short(s string, n int) string {
 }
 
 func hints(m *Model) string {
+	if m.drv.open() {
+		return driveHints(&m.drv)
+	}
 	switch m.dialog {
 	case DialogPassphrase:
 		return "Enter unlock   Esc cancel"
 	case DialogTarget:
+		if drivesOf(m.b) != nil {
+			return "Enter restore   Tab a USB drive   Esc cancel"
+		}
 		return "Enter restore   Esc cancel"
 	case DialogRestore:
 		if m.job != nil && m.job.running {
@@ -166,17 +173,17 @@ func hints(m *Model) string {
 		if m.o.Fixed {
 			q = "p power"
 		}
-		return "b browse  j journal  v/V verify  n back up now  s settings  ? keys  " + q
+		return "b browse  j journal  v/V verify  n back up  u USB  s settings  ? keys  " + q
 	case ScreenSources:
 		return "Up/Down move   Enter open   Esc back   ? keys"
 	case ScreenSnapshots:
-		return "Enter open  m mark  d diff (with the marked or older one)  Esc back  ? keys"
+		return "Enter open  m mark  d diff  e export to USB  Esc back  ? keys"
 	case ScreenJournal:
 		return "Up/Down PgUp/PgDn Home/End move   Enter show a record   r reload   Esc back"
 	case ScreenDiff:
 		return "Up/Down PgUp/PgDn move   Esc back"
 	case ScreenSettings:
-		return "Up/Down PgUp/PgDn scroll   Esc back"
+		return "Up/Down PgUp/PgDn scroll   i import from a USB drive   Esc back"
 	default:
 		return "Up/Down PgUp/PgDn move   Enter open   r restore   R restore this directory   Esc back   ? keys"
 	}
@@ -533,13 +540,16 @@ func drawHelp(c canvas, m *Model) {
 		"Status     b or Enter browse snapshots; j journal; r refresh",
 		"           v verify; V deep verify (restore passphrase)",
 		"           n back up now; s settings (admin passphrase)",
+		"           u USB drives: format one",
 		"           " + quit,
 		"Lists      Up/Down (j/k), PgUp/PgDn, Home/End (g/G)",
 		"           Enter or Right open; Esc, Left or q back",
 		"Snapshots  m mark one; d diff the selected one with the marked",
-		"           one, or with the one before it",
-		"Browser    r restore the selected file or directory",
-		"           R restore the directory shown (at / the whole snapshot)",
+		"           one, or with the one before it; e export it to USB",
+		"Browser    r restore the selected file or directory (to a USB",
+		"           drive, or a typed directory); R the directory shown",
+		"           (at / the whole snapshot)",
+		"Settings   i import a configuration from a USB drive",
 		"Dialogs    Enter confirm; Esc cancel",
 		ctrlC,
 		"",
@@ -587,6 +597,9 @@ func drawTarget(c canvas, m *Model) {
 		in = "…" + string(r[len(r)-59:])
 	}
 	end := c.put(x, y+3, styleNormal, "> "+in)
+	if drivesOf(m.b) != nil {
+		c.put(x, y+4, styleDim, "Tab  a USB drive instead")
+	}
 	c.s.ShowCursor(end, y+3)
 }
 

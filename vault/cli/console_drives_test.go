@@ -1,0 +1,224 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"drawbridge/vault/internal/fixture"
+	"drawbridge/vault/seal"
+	"drawbridge/vault/store"
+)
+
+// needDrive skips with what to install, or fails under CI=true.
+func needDrive(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true requires it)")
+	}
+	t.Skip(msg)
+}
+
+// loopStick makes an ext4 filesystem of size bytes on a loop device,
+// standing in for a USB stick, and returns the device's path.
+func loopStick(t *testing.T, size int64) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		needDrive(t, "needs root for loop devices and mounts")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4", "mount", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			needDrive(t, "needs "+tool+": apt-get install util-linux e2fsprogs mount")
+		}
+	}
+	img := filepath.Join(t.TempDir(), "stick.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", "-L", "STICK", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		needDrive(t, "losetup: "+err.Error())
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+// onStick mounts dev read-only while fn looks at it.
+func onStick(t *testing.T, dev string, fn func(dir string)) {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "ro,nosuid,nodev", dev, dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount %s: %v\n%s", dev, err, out)
+	}
+	defer exec.Command("umount", dir).Run()
+	fn(dir)
+}
+
+// buildVerify builds drawbridge-verify into a temporary directory.
+func buildVerify(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "drawbridge-verify")
+	if out, err := exec.Command(goTool, "build", "-o", bin, "drawbridge/cmd/drawbridge-verify").CombinedOutput(); err != nil {
+		t.Fatalf("build drawbridge-verify: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// pick moves the drive list's selection onto the row holding want, reading
+// the "> " the selected row starts with.
+func (tt *tmuxTerm) pick(want string) {
+	tt.t.Helper()
+	for range 40 {
+		for _, l := range strings.Split(tt.screen(), "\n") {
+			if i := strings.Index(l, "| > "); i >= 0 && strings.Contains(l[i:], want) {
+				return
+			}
+		}
+		tt.keys("Down")
+		time.Sleep(50 * time.Millisecond)
+	}
+	tt.t.Fatalf("no row with %q to pick:\n%s", want, tt.screen())
+}
+
+// TestConsoleDrivesInTmux drives the console with a real ext4 loop device
+// as the USB drive: a refused passphrase, then a file found in the
+// snapshot and restored to the drive and read back; the snapshot exported
+// to the same drive, checked there by drawbridge-verify; both journaled.
+func TestConsoleDrivesInTmux(t *testing.T) {
+	needTmux(t)
+	dev := loopStick(t, 64<<20)
+	name := filepath.Base(dev)
+	bin, verify := buildDrawbridge(t), buildVerify(t)
+	work := t.TempDir()
+	src := filepath.Join(work, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hello := []byte("hello from the vault, on a stick\n")
+	if err := os.WriteFile(filepath.Join(src, "hello.txt"), hello, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("second file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	storeDir := filepath.Join(work, "store")
+	s, err := store.Init(storeDir, []byte("right pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fixture.Unseal(storeDir) })
+	sn, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	rc := filepath.Join(work, "rc")
+	tt := startTmux(t, fmt.Sprintf("%s console --drives-any --store %s 2>%s; echo $? >%s", bin, storeDir, filepath.Join(work, "stderr"), rc))
+	tt.waitFor(10*time.Second, "no daemon status", "home")
+	tt.keys("Enter")
+	tt.waitFor(5*time.Second, "Sources")
+	tt.keys("Enter")
+	tt.waitFor(5*time.Second, "Snapshots of home")
+	tt.keys("Enter")
+	tt.waitFor(5*time.Second, "Restore passphrase")
+	tt.text("wrong pass")
+	tt.keys("Enter")
+	tt.waitFor(10*time.Second, "wrong restore passphrase: refused")
+	tt.text("right pass")
+	tt.keys("Enter")
+	tt.waitFor(10*time.Second, "unlocked")
+	comps := strings.Split(strings.TrimPrefix(src, "/"), "/")
+	for i := range comps {
+		tt.waitFor(5*time.Second, comps[i]+"/")
+		tt.keys("Enter")
+		tt.waitFor(5*time.Second, "  /"+strings.Join(comps[:i+1], "/")+" ")
+	}
+	tt.waitFor(5*time.Second, "hello.txt", "notes.txt", "1/2")
+
+	// Restore hello.txt to the stick: r asks for a directory, Tab gives the
+	// drives.
+	tt.keys("r")
+	tt.waitFor(5*time.Second, "Restore "+src+"/hello.txt", "Tab  a USB drive instead")
+	tt.keys("Tab")
+	tt.waitFor(5*time.Second, "Restore to a USB drive", "/src/hello.txt", name, "ext4", "STICK")
+	tt.pick(name + " ")
+	tt.keys("Down") // from the drive to its filesystem
+	tt.pick(name + " ")
+	tt.keys("Enter")
+	tt.waitFor(30*time.Second, "restored", "to "+name+":/drawbridge-restore-", "1 files identical", "pull it out now")
+	tt.keys("Enter")
+	tt.waitFor(5*time.Second, "Enter open   r restore")
+	onStick(t, dev, func(dir string) {
+		got, err := filepath.Glob(filepath.Join(dir, "drawbridge-restore-"+sn.ID[:12]+"-*", "hello.txt"))
+		if err != nil || len(got) != 1 {
+			t.Fatalf("on the stick: %v %v", got, err)
+		}
+		if b, err := os.ReadFile(got[0]); err != nil || string(b) != string(hello) {
+			t.Fatalf("restored file: %q, %v", b, err)
+		}
+	})
+
+	// Export the snapshot (plain) to the same stick.
+	for range 10 {
+		if strings.Contains(tt.screen(), "Snapshots of home") {
+			break
+		}
+		tt.keys("Escape")
+		time.Sleep(100 * time.Millisecond)
+	}
+	tt.waitFor(5*time.Second, "Snapshots of home")
+	tt.keys("e")
+	tt.waitFor(5*time.Second, "p  plain files", "s  sealed copy")
+	tt.keys("p")
+	tt.waitFor(5*time.Second, "Export "+sn.ID[:12]+" (plain) to a USB drive", name)
+	tt.pick(name + " ")
+	tt.keys("Down")
+	tt.pick(name + " ")
+	tt.keys("Enter")
+	tt.waitFor(30*time.Second, "exported", "to "+name+":/drawbridge-export-", "2 files identical", "pull it out now")
+	tt.keys("Enter")
+	onStick(t, dev, func(dir string) {
+		got, _ := filepath.Glob(filepath.Join(dir, "drawbridge-export-"+sn.ID[:12]+"-*"))
+		if len(got) != 1 {
+			t.Fatalf("no export on the stick: %v", got)
+		}
+		out, err := exec.Command(verify, got[0]).CombinedOutput()
+		if err != nil || !regexp.MustCompile(`valid: \d+ entries, 2 files`).Match(out) {
+			t.Fatalf("drawbridge-verify: %v\n%s", err, out)
+		}
+	})
+
+	for tt.alive() {
+		tt.keys("q")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if b, _ := os.ReadFile(rc); strings.TrimSpace(string(b)) != "0" {
+		e, _ := os.ReadFile(filepath.Join(work, "stderr"))
+		t.Fatalf("drawbridge console exited %q: %s", b, e)
+	}
+	r := drawbridge(t, bin, "journal", "--store", storeDir)
+	for _, typ := range []string{"console-unlock-failed", "console-restore-drive", "console-export"} {
+		if !strings.Contains(r.stdout, typ+" ") {
+			t.Errorf("journal lacks %s:\n%s", typ, r.stdout)
+		}
+	}
+}
