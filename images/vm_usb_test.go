@@ -1,0 +1,248 @@
+//go:build vm
+
+package images
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestConsoleUSBInVM boots the appliance with a store holding one
+// snapshot and an emulated USB stick (FAT, as sticks come), and drives the
+// full-screen console on the serial line as a person at the box would:
+// unlock with the restore passphrase (a wrong one first), find a file,
+// restore it to the stick, export the snapshot to the stick, power off.
+// Then the host reads the stick: the restored file matches the source and
+// drawbridge-verify accepts the export.
+//
+// QEMU runs in a tmux pane of the console's size, so that the test reads
+// the screen as it is drawn, not the stream of cursor moves.
+func TestConsoleUSBInVM(t *testing.T) {
+	need(t, append(BootRequirements(false),
+		Requirement{"tmux", "tmux"},
+		Requirement{"mkfs.vfat", "dosfstools"},
+		Requirement{"mcopy", "mtools"},
+		Requirement{"mke2fs", "e2fsprogs"},
+	))
+	a := image(t, "prod", false)
+	work := t.TempDir()
+	bin := hostBinaries(t, work)
+	verify := filepath.Join(work, "bin", "drawbridge-verify")
+	build := exec.Command("go", "build", "-o", verify, "./cmd/drawbridge-verify")
+	build.Dir = ".."
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build drawbridge-verify: %v\n%s", err, out)
+	}
+
+	// A store with one snapshot of a small tree, on the data disk.
+	tree := filepath.Join(work, "src")
+	must(t, os.MkdirAll(filepath.Join(tree, "docs"), 0o755))
+	hello := "hello from the vault\n"
+	writeFile(t, filepath.Join(tree, "docs", "hello.txt"), hello)
+	writeFile(t, filepath.Join(tree, "docs", "notes.txt"), strings.Repeat("a note\n", 1000))
+	root := filepath.Join(work, "root")
+	t.Cleanup(func() { exec.Command("chattr", "-R", "-i", root).Run() })
+	pass := filepath.Join(work, "pass")
+	writeFile(t, pass, vmPassphrase+"\n")
+	sh(t, filepath.Join(bin, "drawbridge"), "init", "--store", filepath.Join(root, "store"), "--passphrase-file", pass)
+	sh(t, filepath.Join(bin, "drawbridge"), "backup", "--store", filepath.Join(root, "store"), "--source", "home", tree)
+	writeFile(t, filepath.Join(root, "drawbridge.toml"), vmConfig)
+	data := blankDisk(t, 256<<20)
+	sh(t, "mke2fs", "-q", "-F", "-t", "ext4", "-L", "DRAWBRIDGE", "-d", root, data)
+
+	stick := filepath.Join(work, "stick.img")
+	sh(t, "mkfs.vfat", "-C", "-n", "STICK", stick, "65536")
+
+	// QEMU in a tmux pane of 80x24, the size the console takes on a
+	// serial line that reports none.
+	sock := filepath.Join(work, "tmux.sock")
+	qmp := filepath.Join(work, "qmp")
+	log := filepath.Join(work, "serial.log")
+	cmd := fmt.Sprintf("./qemu --out %s --data %s --stick %s --qmp %s 2>&1 | tee %s",
+		filepath.Dir(a.Kernel), data, stick, qmp, log)
+	tt := &vmTmux{t: t, sock: sock}
+	tt.run("new-session", "-d", "-s", "vm", "-x", "80", "-y", "24", cmd)
+	tt.run("set-option", "-t", "vm", "status", "off")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last screen:\n%s", tt.screenQuiet())
+		}
+		exec.Command("tmux", "-S", sock, "kill-server").Run()
+	})
+	waitLog(t, log, "drawbridge: ready", readyTimeout)
+
+	// Status → sources → snapshots of home → unlock.
+	tt.waitFor(time.Minute, "Drawbridge console", "home")
+	tt.keys("Enter")
+	tt.waitFor(10*time.Second, "Sources")
+	tt.keys("Enter")
+	tt.waitFor(10*time.Second, "Snapshots of home")
+	tt.keys("Enter")
+	tt.waitFor(10*time.Second, "Restore passphrase")
+	tt.text("not the passphrase")
+	tt.keys("Enter")
+	tt.waitFor(2*time.Minute, "wrong restore passphrase: refused")
+	tt.text(vmPassphrase)
+	tt.keys("Enter")
+	tt.waitFor(2*time.Minute, "unlocked")
+	comps := strings.Split(strings.TrimPrefix(tree, "/"), "/")
+	for i := range comps {
+		tt.waitFor(10*time.Second, comps[i]+"/")
+		tt.keys("Enter")
+		tt.waitFor(10*time.Second, "/"+strings.Join(comps[:i+1], "/")+" ")
+	}
+	tt.waitFor(10*time.Second, "docs/")
+	tt.keys("Enter")
+	tt.waitFor(10*time.Second, "hello.txt", "notes.txt")
+
+	// Restore hello.txt to the stick: on the appliance r offers the drives.
+	tt.keys("r")
+	tt.waitFor(30*time.Second, "Restore to a USB drive", "sda")
+	tt.pick("sda ")
+	tt.keys("Down")
+	tt.pick("sda ")
+	tt.keys("Enter")
+	tt.waitFor(2*time.Minute, "restored", "1 files identical", "pull it out now")
+	tt.keys("Enter")
+
+	// Export the snapshot, plain files, to the same stick.
+	for range 10 {
+		if strings.Contains(tt.screen(), "Snapshots of home") {
+			break
+		}
+		tt.keys("Escape")
+		time.Sleep(300 * time.Millisecond)
+	}
+	tt.waitFor(10*time.Second, "Snapshots of home")
+	tt.keys("e")
+	tt.waitFor(10*time.Second, "p  plain files")
+	tt.keys("p")
+	tt.waitFor(30*time.Second, "to a USB drive", "sda")
+	tt.pick("sda ")
+	tt.keys("Down")
+	tt.pick("sda ")
+	tt.keys("Enter")
+	tt.waitFor(3*time.Minute, "exported", "pull it out now")
+	tt.keys("Enter")
+
+	// Power off from the console; the stick is read on the host after.
+	for range 10 {
+		if strings.Contains(tt.screen(), "b browse") {
+			break
+		}
+		tt.keys("Escape")
+		time.Sleep(300 * time.Millisecond)
+	}
+	tt.keys("p")
+	tt.waitFor(10*time.Second, "o  power off")
+	tt.keys("o")
+	tt.waitFor(10*time.Second, "Really power off")
+	tt.keys("y")
+	waitLog(t, log, "drawbridge: power off", time.Minute)
+	deadline := time.Now().Add(powerOffTimeout)
+	for tt.alive() && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	out := filepath.Join(work, "stick")
+	must(t, os.MkdirAll(out, 0o755))
+	sh(t, "mcopy", "-s", "-n", "-i", stick, "::/", out)
+	restored, _ := filepath.Glob(filepath.Join(out, "*", "drawbridge-restore-*", "hello.txt"))
+	if len(restored) == 0 {
+		restored, _ = filepath.Glob(filepath.Join(out, "drawbridge-restore-*", "hello.txt"))
+	}
+	if len(restored) != 1 {
+		t.Fatalf("the restored file on the stick: %v\n%s", restored, sh(t, "find", out))
+	}
+	if got := readFile(t, restored[0]); got != hello {
+		t.Errorf("restored hello.txt = %q, want %q", got, hello)
+	}
+	exports, _ := filepath.Glob(filepath.Join(out, "*", "drawbridge-export-*"))
+	if len(exports) == 0 {
+		exports, _ = filepath.Glob(filepath.Join(out, "drawbridge-export-*"))
+	}
+	if len(exports) != 1 {
+		t.Fatalf("the export on the stick: %v\n%s", exports, sh(t, "find", out))
+	}
+	vout, err := exec.Command(verify, exports[0]).CombinedOutput()
+	if err != nil || !regexp.MustCompile(`valid: \d+ entries, 2 files`).Match(vout) {
+		t.Fatalf("drawbridge-verify on the stick's export: %v\n%s", err, vout)
+	}
+}
+
+// vmTmux is a tmux server holding QEMU's serial console in one pane.
+type vmTmux struct {
+	t    *testing.T
+	sock string
+}
+
+func (tt *vmTmux) run(args ...string) string {
+	tt.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-S", tt.sock}, args...)...).CombinedOutput()
+	if err != nil {
+		tt.t.Fatalf("tmux %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func (tt *vmTmux) keys(k ...string) {
+	tt.t.Helper()
+	tt.run(append([]string{"send-keys", "-t", "vm"}, k...)...)
+}
+func (tt *vmTmux) text(s string)  { tt.t.Helper(); tt.run("send-keys", "-t", "vm", "-l", s) }
+func (tt *vmTmux) screen() string { tt.t.Helper(); return tt.run("capture-pane", "-p", "-t", "vm") }
+
+func (tt *vmTmux) screenQuiet() string {
+	out, _ := exec.Command("tmux", "-S", tt.sock, "capture-pane", "-p", "-t", "vm").CombinedOutput()
+	return string(out)
+}
+
+func (tt *vmTmux) alive() bool {
+	return exec.Command("tmux", "-S", tt.sock, "has-session", "-t", "vm").Run() == nil
+}
+
+// waitFor waits until the screen shows every one of want.
+func (tt *vmTmux) waitFor(timeout time.Duration, want ...string) {
+	tt.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		s := tt.screen()
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(s, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			tt.t.Fatalf("after %v the console does not show %q:\n%s", timeout, missing, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// pick moves the selection down until the selected row ("| > ") shows
+// want.
+func (tt *vmTmux) pick(want string) {
+	tt.t.Helper()
+	for range 40 {
+		for _, l := range strings.Split(tt.screen(), "\n") {
+			if i := strings.Index(l, "| > "); i >= 0 && strings.Contains(l[i:], want) {
+				return
+			}
+		}
+		tt.keys("Down")
+		time.Sleep(300 * time.Millisecond)
+	}
+	tt.t.Fatalf("no row with %q to pick:\n%s", want, tt.screen())
+}
