@@ -68,9 +68,18 @@ func TestStoreBackend(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(target, "a.txt")); string(got) != "alpha" {
 		t.Fatalf("restored %q", got)
 	}
+	// The status reads a growing journal again only after a pause that
+	// scales with the last read: wait for it to show the new records.
 	var types []string
-	for _, rec := range b.Status(context.Background()).Journal {
-		types = append(types, rec.Type)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		types = types[:0]
+		for _, rec := range b.Status(context.Background()).Journal {
+			types = append(types, rec.Type)
+		}
+		if strings.Join(types, " ") == "init snapshot console-unlock-failed console-unlock" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if strings.Join(types, " ") != "init snapshot console-unlock-failed console-unlock" {
 		t.Errorf("journal: %v", types)
