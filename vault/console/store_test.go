@@ -225,8 +225,14 @@ func TestStoreBackendInDaemon(t *testing.T) {
 	if lines, err := b.Settings(context.Background(), []byte("admin pass")); err != nil || len(lines) != 1 {
 		t.Fatalf("settings: %q %v", lines, err)
 	}
-	if tail := b.Status(context.Background()).Journal; tail[len(tail)-1].Type != admin.RecordRefused {
-		t.Fatalf("the refusal is not journaled: %v", tail)
+	refused := func() bool {
+		tail := b.Status(context.Background()).Journal
+		return tail[len(tail)-1].Type == admin.RecordRefused
+	}
+	for deadline := time.Now().Add(10 * time.Second); !refused(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the refusal is not journaled: %v", b.Status(context.Background()).Journal)
+		}
 	}
 
 	// Verify, and deep verify with the reader; none during a window.
