@@ -266,28 +266,6 @@ func adminPassphrase(c *call, file string, first bool) ([]byte, error) {
 	return p, nil
 }
 
-// readSecretFile reads a passphrase file: capped, one trailing newline
-// dropped, not empty.
-func readSecretFile(file string) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, fmt.Errorf("read passphrase file: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxPassphraseFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("read passphrase file: %w", err)
-	}
-	if len(b) > maxPassphraseFile {
-		return nil, fmt.Errorf("passphrase file %s is larger than %d bytes", file, maxPassphraseFile)
-	}
-	b = bytes.TrimRight(b, "\r\n")
-	if len(b) == 0 {
-		return nil, fmt.Errorf("passphrase file %s is empty", file)
-	}
-	return b, nil
-}
-
 // readLine reads one line from the terminal, a byte at a time so that
 // nothing typed after it is consumed.
 func readLine(in *os.File) (string, error) {

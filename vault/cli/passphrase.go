@@ -22,23 +22,7 @@ func (c *call) passphrase(confirm bool) ([]byte, error) {
 		file = c.env.Getenv("DRAWBRIDGE_PASSPHRASE_FILE")
 	}
 	if file != "" {
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, fmt.Errorf("read passphrase file: %w", err)
-		}
-		defer f.Close()
-		b, err := io.ReadAll(io.LimitReader(f, maxPassphraseFile+1))
-		if err != nil {
-			return nil, fmt.Errorf("read passphrase file: %w", err)
-		}
-		if len(b) > maxPassphraseFile {
-			return nil, fmt.Errorf("passphrase file %s is larger than %d bytes", file, maxPassphraseFile)
-		}
-		b = bytes.TrimRight(b, "\r\n")
-		if len(b) == 0 {
-			return nil, fmt.Errorf("passphrase file %s is empty", file)
-		}
-		return b, nil
+		return readSecretFile(file)
 	}
 	in := c.env.Stdin
 	if in == nil || !term.IsTerminal(int(in.Fd())) {
@@ -71,4 +55,26 @@ func prompt(in *os.File, out io.Writer, text string) ([]byte, error) {
 		return nil, fmt.Errorf("read passphrase: %w", err)
 	}
 	return p, nil
+}
+
+// readSecretFile reads a passphrase file: capped, one trailing newline
+// dropped, not empty.
+func readSecretFile(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("read passphrase file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPassphraseFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read passphrase file: %w", err)
+	}
+	if len(b) > maxPassphraseFile {
+		return nil, fmt.Errorf("passphrase file %s is larger than %d bytes", file, maxPassphraseFile)
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	if len(b) == 0 {
+		return nil, fmt.Errorf("passphrase file %s is empty", file)
+	}
+	return b, nil
 }
