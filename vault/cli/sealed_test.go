@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -59,6 +60,9 @@ func (v *sealedVault) main(st string, args ...string) (int, string, string) {
 func TestSealedExportRoundTrip(t *testing.T) {
 	v := newSealedVault(t)
 	usb := filepath.Join(v.dir, "usb")
+	// No collection during the export: a handle left open must still be
+	// open when it is looked for, not closed by the garbage collector.
+	gc := debug.SetGCPercent(-1)
 	code, out, e := v.main(v.st, "export", v.ids[0][:12], "web2/latest", "--to", usb, "--sealed", "--json")
 	if code != 0 {
 		t.Fatalf("export --sealed: exit %d: %s", code, e)
@@ -71,6 +75,11 @@ func TestSealedExportRoundTrip(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Snapshots) != 2 || rep.Packs == 0 {
 		t.Fatalf("export --sealed --json: %v\n%s", err, out)
 	}
+	// Nothing is left open on the drive: it can be unmounted at once.
+	if open := fixture.OpenUnder(usb); len(open) > 0 {
+		t.Errorf("the sealed export left descriptors open on the drive: %v", open)
+	}
+	debug.SetGCPercent(gc)
 	// The vault journals it.
 	if _, j, _ := v.main(v.st, "journal", "--json"); !strings.Contains(j, `"sealed":true`) {
 		t.Errorf("no export record in the vault's journal:\n%s", j)
@@ -100,6 +109,9 @@ func TestSealedExportRoundTrip(t *testing.T) {
 	}
 	if code, out, e := v.main(elsewhere, "verify", "--deep"); code != 0 {
 		t.Fatalf("deep verify of the copy: exit %d\n%s%s", code, out, e)
+	}
+	if open := fixture.OpenUnder(elsewhere); len(open) > 0 {
+		t.Errorf("reading the export left descriptors open on it: %v", open)
 	}
 	for i := 0; i < 2; i++ {
 		target := filepath.Join(t.TempDir(), "r")

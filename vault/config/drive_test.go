@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"drawbridge/vault/internal/fixture"
 )
 
 // stickConfig is a valid configuration as a person writes it.
@@ -153,6 +155,9 @@ func TestInstall(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 2 {
 		t.Errorf("leftovers in the directory: %v", ents)
+	}
+	if open := fixture.OpenUnder(dir); len(open) > 0 {
+		t.Errorf("Install left descriptors open: %v", open)
 	}
 }
 

@@ -28,6 +28,7 @@ func Install(path string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("install configuration: %w", err)
 	}
+	defer vfs.Close(fsys)
 	old, err := readCurrent(fsys, name)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

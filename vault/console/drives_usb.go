@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -90,14 +89,6 @@ func (u *USBDrives) mount(part usb.Partition, readOnly bool) (*usb.Mounted, erro
 // unmount flushes and unmounts m and says so in rep.
 func unmount(m *usb.Mounted, rep *DriveReport) {
 	err := m.Unmount()
-	// vault/export's sealed copy leaves a directory handle (an os.Root)
-	// open, which keeps the filesystem busy until the garbage collector
-	// closes it.
-	for i := 0; i < 20 && errors.Is(err, unix.EBUSY); i++ {
-		runtime.GC()
-		time.Sleep(50 * time.Millisecond)
-		err = m.Unmount()
-	}
 	if err != nil {
 		rep.UnmountErr = err.Error()
 	} else {

@@ -141,6 +141,7 @@ func Sealed(ctx context.Context, s *store.Store, snaps []store.Snapshot, target 
 	if err != nil {
 		return nil, err
 	}
+	defer vfs.Close(osfs)
 	dst := driveFS{osfs}
 	dirs := []string{"tmp", "state", "journal", "refs", "packs"}
 	for _, p := range packs {

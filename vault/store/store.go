@@ -88,6 +88,7 @@ type Store struct {
 	idx     *index.Index
 	jr      *journal.Journal
 	lock    *os.File
+	ownFS   bool // fs was opened here from dir, and Close closes it
 	clock   func() time.Time
 	workers int
 	log     *slog.Logger
@@ -119,6 +120,7 @@ func Init(dir string, passphrase []byte, o InitOptions) (*Store, error) {
 		if err != nil {
 			return nil, err
 		}
+		defer vfs.Close(fsys) // Open below opens the directory again
 	}
 	if o.KDF == (seal.KDFParams{}) {
 		o.KDF = seal.DefaultKDF
@@ -202,8 +204,10 @@ func Open(dir string, o Options) (*Store, error) {
 		if fsys, err = vfs.OS(dir); err != nil {
 			return nil, err
 		}
+		s.fs, s.ownFS = fsys, true
 		if !o.JournalOnly {
 			if s.lock, err = lockDir(dir); err != nil {
+				s.Close()
 				return nil, err
 			}
 		}
@@ -407,6 +411,10 @@ func (s *Store) Close() error {
 	if s.lock != nil {
 		s.lock.Close()
 		s.lock = nil
+	}
+	if s.ownFS {
+		vfs.Close(s.fs)
+		s.ownFS = false
 	}
 	return err
 }

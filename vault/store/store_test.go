@@ -38,6 +38,34 @@ func mustBackup(t testing.TB, s *Store, source string, paths ...string) *Snapsho
 	return sn
 }
 
+// A closed store holds nothing open in its directory (which may be on a
+// drive to unmount: a sealed export read elsewhere).
+func TestCloseReleasesTheDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := Init(dir, testPass, InitOptions{KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fixture.Unseal(dir) })
+	if open := fixture.OpenUnder(dir); len(open) == 0 {
+		t.Error("an open store holds nothing open: the check sees nothing")
+	}
+	s.Close()
+	for _, o := range []Options{{}, {JournalOnly: true}} {
+		s, err := Open(dir, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if open := fixture.OpenUnder(dir); len(open) > 0 {
+			t.Errorf("closed (%+v), still open: %v", o, open)
+		}
+	}
+	if _, err := Open(filepath.Join(t.TempDir(), "none"), Options{}); err == nil {
+		t.Fatal("opened a missing store")
+	}
+}
+
 func TestBackupVerifyAndDedup(t *testing.T) {
 	s, dir := newStore(t)
 	src := filepath.Join(t.TempDir(), "src")

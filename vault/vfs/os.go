@@ -24,6 +24,10 @@ func OS(dir string) (FS, error) {
 	return &osFS{root: r}, nil
 }
 
+// Close releases the directory handle: until then the filesystem that holds
+// the directory cannot be unmounted.
+func (o *osFS) Close() error { return o.root.Close() }
+
 func (o *osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	if err := checkName("open", name); err != nil {
 		return nil, err

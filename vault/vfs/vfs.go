@@ -36,6 +36,16 @@ type FS interface {
 	Seal(name string) error
 }
 
+// Close releases what fsys holds open, if anything: an FS from OS holds its
+// directory, which keeps a drive busy until it is closed. Every FS that a
+// caller made with OS is closed by that caller.
+func Close(fsys FS) error {
+	if c, ok := fsys.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
 // File is an open file of an FS.
 type File interface {
 	io.Reader
