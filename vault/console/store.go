@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,13 +66,14 @@ type StoreBackend struct {
 	mu     sync.Mutex // journal appends and what follows
 	scanMu sync.Mutex // one reading of the journal at a time
 
-	// What the journal said at its last record: scanning and checking every
-	// record is skipped while no record is added.
+	// What the journal said up to record seen (whose hash is seenHash):
+	// only the records after it are read and checked again.
 	seen       uint64
+	seenHash   [seal.HashSize]byte
 	seenSnap   []store.Snapshot
 	seenTail   []journal.Record
 	seenVerify *journal.Record
-	scanAt     time.Time     // when the journal was last read whole
+	scanAt     time.Time     // when the journal was last read
 	scanTook   time.Duration // and how long that took
 }
 
@@ -122,10 +124,9 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 	defer b.scanMu.Unlock()
 	b.mu.Lock()
 	last, _ := s.Journal().Last()
-	// Reading the journal again costs time in proportion to its length:
-	// while records keep coming (a window), it is read at most every
-	// scanPause times what the last reading took, and the screen shows the
-	// previous reading meanwhile.
+	// While records keep coming (a window), the journal is read at most
+	// every scanPause times what the last reading took, and the screen
+	// shows the previous reading meanwhile.
 	fresh := last != 0 && last == b.seen
 	resting := b.seen != 0 && time.Since(b.scanAt) < scanPause*b.scanTook
 	if fresh || resting {
@@ -133,14 +134,17 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 		b.mu.Unlock()
 		return st
 	}
+	// Only the records after those read before, added to what they said
+	// (copies: earlier statuses still show the old slices).
+	after, afterHash := b.seen, b.seenHash
+	snaps, tail, lastVerify := slices.Clone(b.seenSnap), slices.Clone(b.seenTail), b.seenVerify
+	if after > last {
+		after, afterHash, snaps, tail, lastVerify = 0, [seal.HashSize]byte{}, nil, nil, nil
+	}
 	b.mu.Unlock()
 	start := time.Now()
-	// One pass for the snapshot list, the newest records and the last
-	// verify.
-	var snaps []store.Snapshot
-	var tail []journal.Record
-	var lastVerify *journal.Record
-	err := s.Journal().Scan(func(r journal.Record) error {
+	seen, seenHash := after, afterHash
+	read := func(r journal.Record) error {
 		switch r.Type {
 		case RecordVerify:
 			r := r
@@ -159,15 +163,22 @@ func (b *StoreBackend) Status(ctx context.Context) Status {
 		if len(tail) > maxJournalShown {
 			tail = tail[1:]
 		}
+		seen, seenHash = r.Seq, r.Hash
 		return ctx.Err()
-	})
+	}
+	var err error
+	if after == 0 {
+		err = s.Journal().Scan(read) // the first reading also checks journal/ holds only records
+	} else {
+		err = s.Journal().ScanFrom(after, afterHash, read)
+	}
 	st.Snapshots, st.Journal, st.LastVerify = snaps, tail, lastVerify
 	if err != nil {
 		st.JournalErr = "journal: " + err.Error()
 	}
 	if st.SnapErr == "" && st.JournalErr == "" {
 		b.mu.Lock()
-		b.seen, b.seenSnap, b.seenTail, b.seenVerify = last, snaps, tail, lastVerify
+		b.seen, b.seenHash, b.seenSnap, b.seenTail, b.seenVerify = seen, seenHash, snaps, tail, lastVerify
 		b.scanAt, b.scanTook = time.Now(), time.Since(start)
 		b.mu.Unlock()
 	}

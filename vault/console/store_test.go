@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"drawbridge/vault/journal"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/vfs"
 )
 
 func TestStoreBackend(t *testing.T) {
@@ -327,5 +329,68 @@ func TestStoreBackendPower(t *testing.T) {
 	}
 	if fmt.Sprint(did) != "[reboot poweroff]" || strings.Join(types, " ") != "init console-reboot console-poweroff" {
 		t.Fatalf("did %v, journal %v", did, types)
+	}
+}
+
+// countingFS counts the journal records opened through it.
+type countingFS struct {
+	vfs.FS
+	mu      sync.Mutex
+	records int
+}
+
+func (c *countingFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
+	if strings.HasPrefix(name, "journal/0") {
+		c.mu.Lock()
+		c.records++
+		c.mu.Unlock()
+	}
+	return c.FS.OpenFile(name, flag, perm)
+}
+
+func (c *countingFS) opened() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.records
+}
+
+// TestStatusReadsOnlyNewRecords: once the status has read the journal, a
+// grown journal costs the records added, not the whole journal again.
+func TestStatusReadsOnlyNewRecords(t *testing.T) {
+	fsys := &countingFS{FS: vfs.NewMem()}
+	s, err := store.Init("mem", []byte("pass"), store.InitOptions{
+		Options: store.Options{FS: fsys}, KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := &StoreBackend{Store: s, Dir: t.TempDir(), Writable: true}
+	for i := range 300 {
+		if err := b.Journal("console-test", fmt.Sprintf("record %d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := b.Status(context.Background()); st.JournalErr != "" || st.Journal[len(st.Journal)-1].Message != "record 299" {
+		t.Fatalf("first status: %s", st.JournalErr)
+	}
+	before := fsys.opened()
+	for i := range 3 {
+		b.Journal("console-test", fmt.Sprintf("more %d", i), nil)
+	}
+	var st Status
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if st = b.Status(context.Background()); st.Journal[len(st.Journal)-1].Message == "more 2" {
+			break
+		}
+	}
+	if last := st.Journal[len(st.Journal)-1]; last.Message != "more 2" || st.JournalErr != "" {
+		t.Fatalf("the status does not show the new records: %q %s", last.Message, st.JournalErr)
+	}
+	// Appending reads the record it links to; the status, only the new ones.
+	if n := fsys.opened() - before; n > 3*2 {
+		t.Errorf("%d journal records opened for 3 new ones", n)
+	}
+	if len(st.Journal) != maxJournalShown {
+		t.Errorf("the status keeps %d records, want %d", len(st.Journal), maxJournalShown)
 	}
 }

@@ -217,8 +217,29 @@ func (j *Journal) Scan(fn func(Record) error) error {
 			return fmt.Errorf("%s/%s: %w: not a journal record", dirName, e.Name(), ErrDamaged)
 		}
 	}
-	var prev [seal.HashSize]byte
-	for s := uint64(1); s <= last; s++ {
+	return j.scan(0, [seal.HashSize]byte{}, last, lastHash, fn)
+}
+
+// ScanFrom is Scan of only the records after record number after, whose
+// hash the caller read before as afterHash (0 and the zero hash: from the
+// start): what a reader that keeps up with a growing journal has not seen
+// yet. Record after+1 must link to afterHash, so a journal changed under
+// the reader is damage. Unlike Scan it does not list journal/.
+func (j *Journal) ScanFrom(after uint64, afterHash [seal.HashSize]byte, fn func(Record) error) error {
+	j.mu.Lock()
+	last, lastHash := j.last, j.lastHash
+	j.mu.Unlock()
+	if after > last {
+		return fmt.Errorf("scan journal: %w: it ends at record %d, before record %d that was read", ErrDamaged, last, after)
+	}
+	return j.scan(after, afterHash, last, lastHash, fn)
+}
+
+// scan reads records after+1 through last, the first linking to afterHash
+// and the last having lastHash.
+func (j *Journal) scan(after uint64, afterHash [seal.HashSize]byte, last uint64, lastHash [seal.HashSize]byte, fn func(Record) error) error {
+	prev := afterHash
+	for s := after + 1; s <= last; s++ {
 		rec, err := j.readRecord(s, &prev)
 		if err != nil {
 			return err

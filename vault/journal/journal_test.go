@@ -277,6 +277,44 @@ func TestScanStopsOnCallbackError(t *testing.T) {
 	}
 }
 
+// ScanFrom reads only what came after what was read, and refuses a journal
+// that changed under the reader.
+func TestScanFrom(t *testing.T) {
+	m := vfs.NewMem()
+	id := identity(t, 1)
+	c := newClock()
+	j := open(t, m, id)
+	recs := appendN(t, j, id, c, 5)
+	from := func(j *journal.Journal, after uint64, h [seal.HashSize]byte) ([]uint64, error) {
+		var seqs []uint64
+		err := j.ScanFrom(after, h, func(r journal.Record) error {
+			seqs = append(seqs, r.Seq)
+			return nil
+		})
+		return seqs, err
+	}
+	if seqs, err := from(j, 0, [seal.HashSize]byte{}); err != nil || fmt.Sprint(seqs) != "[1 2 3 4 5]" {
+		t.Errorf("from the start: %v %v", seqs, err)
+	}
+	if seqs, err := from(j, 3, recs[2].Hash); err != nil || fmt.Sprint(seqs) != "[4 5]" {
+		t.Errorf("after 3: %v %v", seqs, err)
+	}
+	if seqs, err := from(j, 5, recs[4].Hash); err != nil || len(seqs) != 0 {
+		t.Errorf("after the last: %v %v", seqs, err)
+	}
+	// Another reader's view grows: it reads only the new ones.
+	appendN(t, j, id, c, 2)
+	if seqs, err := from(open(t, m, id), 5, recs[4].Hash); err != nil || fmt.Sprint(seqs) != "[6 7]" {
+		t.Errorf("after more appends: %v %v", seqs, err)
+	}
+	if _, err := from(j, 3, recs[1].Hash); !errors.Is(err, journal.ErrDamaged) {
+		t.Errorf("a hash that record 4 does not link to: %v", err)
+	}
+	if _, err := from(j, 9, recs[4].Hash); !errors.Is(err, journal.ErrDamaged) {
+		t.Errorf("after a record past the end: %v", err)
+	}
+}
+
 // foreign builds another journal in its own MemFS and returns its record
 // files, 1-based.
 func foreign(t *testing.T, id *seal.Identity, c *clock, n int) [][]byte {
