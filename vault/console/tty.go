@@ -1,13 +1,13 @@
 package console
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gdamore/tcell/v2"
 	"golang.org/x/sys/unix"
@@ -81,8 +81,7 @@ func OpenTTY(dev string, getenv func(string) string) (tcell.Screen, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console on %s: terminal type %s: %w", dev, name, err)
 	}
-	// Opened once here, without becoming the daemon's controlling
-	// terminal, to check it is a terminal and to read its size.
+	// Opened once, without becoming the daemon's controlling terminal.
 	f, err := os.OpenFile(dev, os.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("console on %s: %w", dev, err)
@@ -91,36 +90,57 @@ func OpenTTY(dev string, getenv func(string) string) (tcell.Screen, error) {
 		f.Close()
 		return nil, fmt.Errorf("console on %s: not a terminal", dev)
 	}
-	tty, err := tcell.NewDevTtyFromDev(dev)
+	scr, err := tcell.NewTerminfoScreenFromTtyTerminfo(&lineTty{f: f, fallback: size}, ti)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("console on %s: %w", dev, err)
-	}
-	scr, err := tcell.NewTerminfoScreenFromTtyTerminfo(&sizedTty{Tty: tty, f: f, fallback: size}, ti)
-	if err != nil {
-		f.Close()
-		tty.Close()
 		return nil, fmt.Errorf("console on %s: %w", dev, err)
 	}
 	return scr, nil
 }
 
-// sizedTty is a Tty whose size falls back to a fixed one when the line
-// reports none.
-type sizedTty struct {
-	tcell.Tty
+// lineTty is a terminal line as tcell uses it: one descriptor, opened
+// without becoming a controlling terminal and closed with the screen (the
+// daemon restarts its consoles, and each start must not leave a descriptor
+// behind), whose size falls back to a fixed one when the line reports none.
+// Resizes come only from that size: the daemon gets no SIGWINCH.
+type lineTty struct {
 	f        *os.File
 	fallback tcell.WindowSize
+	saved    *term.State
 }
 
-func (t *sizedTty) WindowSize() (tcell.WindowSize, error) {
+func (t *lineTty) Read(b []byte) (int, error)  { return t.f.Read(b) }
+func (t *lineTty) Write(b []byte) (int, error) { return t.f.Write(b) }
+func (t *lineTty) Close() error                { return t.f.Close() }
+func (t *lineTty) NotifyResize(func())         {}
+
+// Start puts the line in raw mode, saving its state for Stop.
+func (t *lineTty) Start() error {
+	t.f.SetReadDeadline(time.Time{})
+	saved, err := term.MakeRaw(int(t.f.Fd()))
+	if err != nil {
+		return err
+	}
+	t.saved = saved
+	return nil
+}
+
+// Drain wakes a blocked Read.
+func (t *lineTty) Drain() error { return t.f.SetReadDeadline(time.Now()) }
+
+// Stop gives the line back its state.
+func (t *lineTty) Stop() error {
+	t.f.SetReadDeadline(time.Now())
+	if t.saved == nil {
+		return nil
+	}
+	return term.Restore(int(t.f.Fd()), t.saved)
+}
+
+func (t *lineTty) WindowSize() (tcell.WindowSize, error) {
 	ws, err := unix.IoctlGetWinsize(int(t.f.Fd()), unix.TIOCGWINSZ)
 	if err != nil || ws.Col == 0 || ws.Row == 0 {
 		return t.fallback, nil
 	}
 	return tcell.WindowSize{Width: int(ws.Col), Height: int(ws.Row)}, nil
-}
-
-func (t *sizedTty) Close() error {
-	return errors.Join(t.Tty.Close(), t.f.Close())
 }

@@ -6,7 +6,10 @@ import (
 	"os"
 	"testing"
 
+	"github.com/gdamore/tcell/v2"
 	"golang.org/x/sys/unix"
+
+	"drawbridge/vault/internal/fixture"
 )
 
 // pty opens a pseudo-terminal pair and returns the master and the slave's
@@ -75,5 +78,35 @@ func TestOpenTTYSize(t *testing.T) {
 		return ""
 	}); err == nil {
 		t.Fatal("a bad DRAWBRIDGE_CONSOLE_SIZE was accepted")
+	}
+}
+
+// TestOpenTTYReleasesTheLine: keys typed on the line reach the screen, and
+// a console started and stopped again and again (the daemon restarts a
+// console that failed) leaves no descriptor of the line open.
+func TestOpenTTYReleasesTheLine(t *testing.T) {
+	m, slave := pty(t)
+	for i := range 5 {
+		scr, err := OpenTTY(slave, func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := scr.Init(); err != nil {
+			t.Fatal(err)
+		}
+		m.Write([]byte{'a' + byte(i)})
+		for {
+			ev := scr.PollEvent()
+			if k, ok := ev.(*tcell.EventKey); ok {
+				if k.Rune() != rune('a'+i) {
+					t.Fatalf("key %q, want %q", k.Rune(), rune('a'+i))
+				}
+				break
+			}
+		}
+		scr.Fini()
+	}
+	if open := fixture.OpenUnder(slave); len(open) > 0 {
+		t.Errorf("after five consoles, still open: %v", open)
 	}
 }
