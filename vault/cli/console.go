@@ -53,5 +53,8 @@ func cmdConsole(ctx context.Context, c *call) error {
 		defer done()
 		b.USB = u
 	}
+	if path := c.args.get("config"); path != "" {
+		b.Config = func() ([]string, error) { return settingsLines(s, path) }
+	}
 	return console.Run(ctx, scr, b, o)
 }

@@ -44,7 +44,7 @@ func consoleDrives(s *store.Store, dir, configPath string, guard *admin.Guard, a
 			return nil, nil, err
 		}
 	}
-	return &console.USBDrives{
+	u = &console.USBDrives{
 		Ports:      p,
 		MountDir:   mountDir,
 		Store:      s,
@@ -52,5 +52,9 @@ func consoleDrives(s *store.Store, dir, configPath string, guard *admin.Guard, a
 		ConfigPath: configPath,
 		Admin:      guard,
 		Verifiers:  defaultVerifiers(),
-	}, done, nil
+	}
+	if configPath != "" {
+		u.Keys = func() (string, error) { return keysText(s, configPath) }
+	}
+	return u, done, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 
@@ -159,6 +160,24 @@ func cmdAuthorizedKey(_ context.Context, c *call) error {
 		return errors.New("this store has no SSH client key")
 	}
 	only := c.args.get("source")
+	list := authorizedKeys(cfg, key, only)
+	if c.jsonOut() {
+		return writeJSON(c, list)
+	}
+	if only != "" {
+		// Just the line, to append to the file as it is.
+		for _, k := range list {
+			fmt.Fprintln(c.env.Stdout, k.Line)
+		}
+		return nil
+	}
+	_, err = io.WriteString(c.env.Stdout, authorizedKeysText(list))
+	return err
+}
+
+// authorizedKeys lists the authorized_keys line of every source, or of the
+// one named only, for the vault's public key.
+func authorizedKeys(cfg *config.Config, key, only string) []authorizedKey {
 	var list []authorizedKey
 	for i := range cfg.Sources {
 		src := &cfg.Sources[i]
@@ -168,24 +187,23 @@ func cmdAuthorizedKey(_ context.Context, c *call) error {
 		list = append(list, authorizedKey{Source: src.Name, Kind: src.Kind, User: src.User, Host: src.Host,
 			Port: src.Port, Line: pull.AuthorizedKey(cfg, src, key)})
 	}
-	if c.jsonOut() {
-		return writeJSON(c, list)
-	}
-	w := c.env.Stdout
+	return list
+}
+
+// authorizedKeysText is list with a comment line before each line, saying
+// where it goes: what authorized-key prints, and the file the console
+// writes to a drive.
+func authorizedKeysText(list []authorizedKey) string {
+	var w strings.Builder
 	for i, k := range list {
-		if only != "" {
-			// Just the line, to append to the file as it is.
-			fmt.Fprintln(w, k.Line)
-			continue
-		}
 		if i > 0 {
-			fmt.Fprintln(w)
+			fmt.Fprintln(&w)
 		}
-		fmt.Fprintf(w, "# %s (%s): in ~%s/.ssh/authorized_keys on %s\n", k.Source, k.Kind, k.User, k.Host)
+		fmt.Fprintf(&w, "# %s (%s): in ~%s/.ssh/authorized_keys on %s\n", k.Source, k.Kind, k.User, k.Host)
 		if k.Kind == config.KindExec && strings.Contains(k.Line, `command="COMMAND"`) {
-			fmt.Fprintln(w, "# no command in the configuration: replace COMMAND with the one that writes the stream")
+			fmt.Fprintln(&w, "# no command in the configuration: replace COMMAND with the one that writes the stream")
 		}
-		fmt.Fprintln(w, k.Line)
+		fmt.Fprintln(&w, k.Line)
 	}
-	return nil
+	return w.String()
 }

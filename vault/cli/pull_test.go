@@ -20,6 +20,7 @@ import (
 
 	"drawbridge/vault/internal/fixture"
 	"drawbridge/vault/internal/sshtest"
+	"drawbridge/vault/store"
 )
 
 // buildDrawbridge builds the drawbridge binary into a temporary directory.
@@ -265,6 +266,23 @@ func TestAuthorizedKey(t *testing.T) {
 		text := drawbridge(t, bin, "authorized-key", "--config", cfg, "--store", storeDir)
 		if text.code != 0 || !strings.Contains(text.stdout, "# x (exec): in ~backup/.ssh/authorized_keys on 198.18.0.1\n# no command") {
 			t.Fatalf("authorized-key: %+v", text)
+		}
+		// The console's settings screen shows the same lines, and the file
+		// it writes to a drive holds them, as a person at the appliance has
+		// no shell to run authorized-key.
+		s, err := store.Open(storeDir, store.Options{JournalOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		file, err := keysText(s, cfg)
+		if err != nil || !strings.HasSuffix(file, text.stdout) || !strings.HasPrefix(file, "# Drawbridge vault ") {
+			t.Errorf("the keys file: %v\n%s", err, file)
+		}
+		lines, err := settingsLines(s, cfg)
+		s.Close()
+		shown := strings.Join(lines, "\n")
+		if err != nil || !strings.Contains(shown, text.stdout) || !strings.Contains(shown, "ssh key   "+key) || !strings.Contains(shown, "name = \"x\"") {
+			t.Errorf("the settings: %v\n%s", err, shown)
 		}
 	}
 }

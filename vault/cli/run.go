@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +26,7 @@ import (
 	"drawbridge/vault/config"
 	"drawbridge/vault/console"
 	"drawbridge/vault/daemon"
+	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
 	"drawbridge/vault/window"
 )
@@ -164,7 +166,7 @@ func cmdRun(ctx context.Context, c *call) error {
 	signal.Ignore(syscall.SIGHUP, syscall.SIGTTOU, syscall.SIGTTIN)
 	b := &console.StoreBackend{Store: s, Dir: dir, Writable: true, Daemon: d, NowLength: nowLength(cfg),
 		Admin:  admin.ForStore(s, admin.Options{}), // the settings stay shut until one is set
-		Config: func() ([]string, error) { return configLines(cfg.Path) }}
+		Config: func() ([]string, error) { return settingsLines(s, cfg.Path) }}
 	u, done, err := consoleDrives(s, dir, cfg.Path, b.Admin, false)
 	if err != nil {
 		return err
@@ -246,6 +248,44 @@ func nowLength(cfg *config.Config) time.Duration {
 
 // maxConfigShown caps the configuration file the settings screen shows.
 const maxConfigShown = 1 << 20
+
+// settingsLines is what the settings screen shows: the vault's keys with
+// each source's authorized_keys line (which a person at the appliance has
+// no other way to read), then the configuration file.
+func settingsLines(s *store.Store, path string) ([]string, error) {
+	conf, err := configLines(path)
+	if err != nil {
+		return nil, err
+	}
+	lines := []string{"# Keys (a writes each source's authorized_keys line to a USB drive)",
+		"identity  " + seal.Fingerprint(s.Keys().Identity.Public()),
+		"ssh key   " + s.Keys().SSHAuthorizedKey()}
+	if text, err := keysText(s, path); err != nil {
+		lines = append(lines, "# "+err.Error())
+	} else {
+		lines = append(lines, strings.Split(strings.TrimRight(text, "\n"), "\n")...)
+	}
+	return append(append(lines, ""), conf...), nil
+}
+
+// keysText is each source of the configuration at path with its
+// authorized_keys line, as authorized-key prints them: the file the
+// console writes to a drive.
+func keysText(s *store.Store, path string) (string, error) {
+	key := s.Keys().SSHAuthorizedKey()
+	if key == "" {
+		return "", errors.New("this store has no SSH client key")
+	}
+	// The store is this one, whatever the file says (hosted mode may name
+	// it with --store).
+	cfg, err := config.LoadWith(path, config.ParseOptions{AllowNoStore: true})
+	if err != nil {
+		return "", fmt.Errorf("the configuration does not load: %w", err)
+	}
+	head := fmt.Sprintf("# Drawbridge vault %s: the line for each source, in its authorized_keys file.\n\n",
+		seal.Fingerprint(s.Keys().Identity.Public()))
+	return head + authorizedKeysText(authorizedKeys(cfg, key, "")), nil
+}
 
 // configLines is the configuration file as the settings screen shows it.
 func configLines(path string) ([]string, error) {

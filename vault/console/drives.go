@@ -33,6 +33,7 @@ const (
 	RecordRestoreDrive = "console-restore-drive"
 	RecordExport       = "console-export"
 	RecordFormat       = "console-format"
+	RecordKeys         = "console-keys-written"
 )
 
 // actDrive is what an export waits for the restore passphrase with.
@@ -73,6 +74,9 @@ type Drives interface {
 	// ApplyImport checks the admin passphrase, installs the file and
 	// journals config-imported.
 	ApplyImport(ctx context.Context, p *importer.Plan, adminPass []byte) error
+	// WriteKeys mounts part, writes each source's authorized_keys line
+	// into a new file at its top, reads it back and unmounts it.
+	WriteKeys(ctx context.Context, part usb.Partition) (*DriveReport, error)
 }
 
 // DriveBackend is a Backend that has USB drives; Drives returns nil when
@@ -129,6 +133,7 @@ const (
 	forLook    drivePurpose = iota // the drive list of the status screen: f formats
 	forRestore                     // restore the browser's selection to it
 	forExport                      // export d.snap to it
+	forKeys                        // write the authorized_keys lines to it (a in the settings)
 )
 
 // driveRow is one row of the drive list: a drive (part < 0) or one of its
@@ -547,8 +552,11 @@ func (d *driveScreens) keyList(m *Model, k Key) []Cmd {
 			d.fail("%s holds %s: Drawbridge writes only vfat, exfat and ext4 (f formats the drive)", p.Name, what)
 			return nil
 		}
-		if d.purpose == forRestore {
+		switch d.purpose {
+		case forRestore:
 			return d.startRestore(m, r.d, p)
+		case forKeys:
+			return d.startKeys(m, r.d, p)
 		}
 		return d.startExport(m, r.d, p)
 	default:
@@ -710,6 +718,17 @@ func (d *driveScreens) startExport(m *Model, drive usb.Drive, p usb.Partition) [
 	}}
 }
 
+func (d *driveScreens) startKeys(m *Model, drive usb.Drive, p usb.Partition) []Cmd {
+	dr := drivesOf(m.b)
+	j, ctx := d.startJob(m, "keys", "Write the authorized_keys lines to "+p.Name, p.Name, "the authorized_keys lines",
+		map[string]any{"drive": drive.String(), "serial": drive.Serial})
+	return []Cmd{func() Msg {
+		defer j.cancel()
+		rep, err := dr.WriteKeys(ctx, p)
+		return driveDoneMsg{job: j, rep: rep, err: err}
+	}}
+}
+
 func (d *driveScreens) startFormat(m *Model) []Cmd {
 	dr, drive, fstype, confirm := drivesOf(m.b), d.fmtDrive, d.fstype, d.typed
 	d.typed = ""
@@ -736,8 +755,8 @@ func (d *driveScreens) done(m *Model, v driveDoneMsg) []Cmd {
 			data["problem_list"] = rep.Problems[:min(len(rep.Problems), 100)]
 		}
 	}
-	typ := map[string]string{"restore": RecordRestoreDrive, "export": RecordExport, "format": RecordFormat}[j.kind]
-	verb := map[string]string{"restore": "restored", "export": "exported", "format": "formatted"}[j.kind]
+	typ := map[string]string{"restore": RecordRestoreDrive, "export": RecordExport, "format": RecordFormat, "keys": RecordKeys}[j.kind]
+	verb := map[string]string{"restore": "restored", "export": "exported", "format": "formatted", "keys": "wrote"}[j.kind]
 	if err != nil {
 		j.failed = true
 		data["error"] = err.Error()

@@ -41,6 +41,7 @@ type fakeDrives struct {
 	plan    *importer.Plan
 	admin   string
 	applied int
+	keys    []string // partitions the keys were written to
 }
 
 func (f *fakeDrives) List() ([]usb.Drive, error) {
@@ -116,6 +117,13 @@ func (f *fakeDrives) ApplyImport(_ context.Context, p *importer.Plan, pass []byt
 	}
 	f.applied++
 	return nil
+}
+
+func (f *fakeDrives) WriteKeys(_ context.Context, part usb.Partition) (*DriveReport, error) {
+	f.mu.Lock()
+	f.keys = append(f.keys, part.Name)
+	f.mu.Unlock()
+	return &DriveReport{Partition: part.Name, Dir: KeysFile, Files: 1, Bytes: 300, Verified: 1, Unmounted: true}, nil
 }
 
 // driveBackend is the fake Backend with drives.
@@ -449,6 +457,29 @@ func TestDriveImport(t *testing.T) {
 	if h.d.open() || !strings.Contains(h.m.msg, "the daemon reads it at its next start") {
 		t.Fatalf("after the import: open %v msg %q", h.d.open(), h.m.msg)
 	}
+}
+
+// TestDriveKeys: a in the settings writes the authorized_keys lines to the
+// picked drive, journaled; not before the admin passphrase.
+func TestDriveKeys(t *testing.T) {
+	h := newDH(t)
+	h.b.admin, h.b.settings = "admin pass", []string{"# Keys", "ssh key    ssh-ed25519 AAAA drawbridge"}
+	h.dr.set(stick)
+	h.keys("a")
+	if h.d.open() {
+		t.Fatal("a on the status screen opened the drives")
+	}
+	h.keys("s")
+	h.text("admin pass")
+	h.keys("Enter")
+	h.want("ssh key    ssh-ed25519 AAAA drawbridge", "a write the keys")
+	h.keys("a")
+	h.want("Write the authorized_keys lines to a USB drive", "sdb1")
+	h.keys("Down", "Enter")
+	if fmt.Sprint(h.dr.keys) != "[sdb1]" || !h.journaled(RecordKeys) {
+		t.Fatalf("keys written to %v, journal %v", h.dr.keys, h.b.journal)
+	}
+	h.want("wrote the authorized_keys lines", "to sdb1:/"+KeysFile, "1 files identical", "pull it out now")
 }
 
 // TestNoDrivesTypedTarget: a Backend without drives restores to a typed

@@ -46,7 +46,10 @@ type USBDrives struct {
 	ConfigPath string
 	Admin      *admin.Guard // checks the admin passphrase of an import
 	Verifiers  string       // drawbridge-verify builds the plain export carries; "" for none
-	Clock      func() time.Time
+	// Keys is the text WriteKeys puts on a drive: each source's
+	// authorized_keys line; nil offers none.
+	Keys  func() (string, error)
+	Clock func() time.Time
 	// Only, when set, limits the drives offered and searched (tests keep
 	// to their own loop devices).
 	Only func(usb.Drive) bool
@@ -196,6 +199,64 @@ func freeName(dir, name string) string {
 		try = fmt.Sprintf("%s-%d", name, i)
 	}
 	return try
+}
+
+// KeysFile is the name of the file WriteKeys writes at the top of a drive
+// (with -2, -3 … when it is taken).
+const KeysFile = "drawbridge-authorized-keys.txt"
+
+// WriteKeys writes the vault's authorized_keys lines (Keys) into a new
+// file at the top of part, unmounts, mounts the drive read-only and reads
+// the file back.
+func (u *USBDrives) WriteKeys(ctx context.Context, part usb.Partition) (*DriveReport, error) {
+	if u.Keys == nil {
+		return nil, errors.New("this console has no keys to write")
+	}
+	text, err := u.Keys()
+	if err != nil {
+		return nil, err
+	}
+	m, err := u.mount(part, false)
+	if err != nil {
+		return nil, err
+	}
+	out := &DriveReport{Partition: part.Name, Dir: freeName(m.Root(), KeysFile), Files: 1, Bytes: int64(len(text))}
+	err = writeNew(m.Root(), out.Dir, []byte(text))
+	unmount(m, out)
+	if err == nil && !out.Unmounted {
+		err = fmt.Errorf("flush the drive: %s", out.UnmountErr)
+	}
+	if err != nil {
+		return out, gone(m, err)
+	}
+	wrote := m
+	if m, err = u.mount(part, true); err != nil {
+		return out, gone(wrote, fmt.Errorf("mount again to read back: %w", err))
+	}
+	if back, err := os.ReadFile(filepath.Join(m.Root(), out.Dir)); err != nil || string(back) != text {
+		out.Problems = append(out.Problems, fmt.Sprintf("read back: %s differs (%v)", out.Dir, err))
+	} else {
+		out.Verified = 1
+	}
+	out.Unmounted, out.UnmountErr = false, ""
+	unmount(m, out)
+	return out, gone(m, ctx.Err())
+}
+
+// writeNew writes a new file name in dir, durably.
+func writeNew(dir, name string, b []byte) error {
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ExportTo writes the plain or sealed export of sn into a new directory on

@@ -233,6 +233,21 @@ func TestUSBDrivesRestoreAndExport(t *testing.T) {
 		}
 	})
 
+	// The authorized_keys lines, twice: the second file gets a name of its
+	// own.
+	v.u.Keys = func() (string, error) { return "# web1 (agent)\nrestrict ssh-ed25519 AAAA drawbridge\n", nil }
+	for _, name := range []string{KeysFile, KeysFile + "-2"} {
+		rep, err = v.u.WriteKeys(context.Background(), part)
+		if err != nil || rep.Dir != name || rep.Verified != 1 || !rep.Unmounted || len(rep.Problems) != 0 {
+			t.Fatalf("write the keys: %+v, %v", rep, err)
+		}
+	}
+	v.look(t, part, func(r string) {
+		if b, err := os.ReadFile(filepath.Join(r, KeysFile)); err != nil || !strings.Contains(string(b), "restrict ssh-ed25519 AAAA drawbridge") {
+			t.Fatalf("the keys on the drive: %q, %v", b, err)
+		}
+	})
+
 	// A drive too small: refused before anything is written.
 	small := v.partition(t, v.stick(t, 2<<20))
 	_, err = v.u.RestoreTo(context.Background(), v.r, v.sn, root, srcDir, small, func(todrive.Progress) {})

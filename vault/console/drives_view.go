@@ -132,6 +132,9 @@ func (d *driveScreens) listView(m *Model) (string, []styled) {
 			kind = "sealed"
 		}
 		title = fmt.Sprintf("Export %s (%s) to a USB drive", short(d.snap.ID, 12), kind)
+	case forKeys:
+		title = "Write the authorized_keys lines to a USB drive"
+		lines = append(lines, styled{styleNormal, fit("Each source's line, in a new file "+KeysFile+".", driveBoxW-2)}, styled{})
 	}
 	rows := d.rows()
 	switch {
@@ -195,6 +198,9 @@ func (d *driveScreens) listView(m *Model) (string, []styled) {
 			styled{styleDim, "f  format the selected drive               Esc  cancel"})
 	case forExport:
 		lines = append(lines, styled{styleDim, "Enter  export to the selected partition   f  format the selected drive"},
+			styled{styleDim, "Esc  cancel"})
+	case forKeys:
+		lines = append(lines, styled{styleDim, "Enter  write to the selected partition    f  format the selected drive"},
 			styled{styleDim, "Esc  cancel"})
 	}
 	return title, lines

@@ -513,6 +513,9 @@ func (m *Model) key(k Key) []Cmd {
 		if isRune(k, 'i') {
 			return m.drv.openImport(m)
 		}
+		if isRune(k, 'a') {
+			return m.drv.openList(m, forKeys)
+		}
 		return m.keySettings(k)
 	}
 	return nil

@@ -183,7 +183,7 @@ func hints(m *Model) string {
 	case ScreenDiff:
 		return "Up/Down PgUp/PgDn move   Esc back"
 	case ScreenSettings:
-		return "Up/Down PgUp/PgDn scroll   i import from a USB drive   Esc back"
+		return "Up/Down scroll   i import from a USB drive   a write the keys to one   Esc back"
 	default:
 		return "Up/Down PgUp/PgDn move   Enter open   r restore   R restore this directory   Esc back   ? keys"
 	}
@@ -549,7 +549,8 @@ func drawHelp(c canvas, m *Model) {
 		"Browser    r restore the selected file or directory (to a USB",
 		"           drive, or a typed directory); R the directory shown",
 		"           (at / the whole snapshot)",
-		"Settings   i import a configuration from a USB drive",
+		"Settings   i import a configuration from a USB drive; a write",
+		"           each source's authorized_keys line to one",
 		"Dialogs    Enter confirm; Esc cancel",
 		ctrlC,
 		"",
