@@ -113,6 +113,10 @@ type Backend interface {
 	// to show, one line each: ErrNoAdmin, ErrAdminPassphrase (the Backend
 	// journals the refusal).
 	Settings(ctx context.Context, adminPassphrase []byte) ([]string, error)
+	// SetAdmin changes the admin passphrase from old to next:
+	// ErrAdminPassphrase when old is wrong (journaled as a refusal), and
+	// the change is journaled.
+	SetAdmin(ctx context.Context, old, next []byte) error
 }
 
 // maxJournalShown is how many journal records the status screen lists.

@@ -540,3 +540,52 @@ func TestDriveRestoreHosted(t *testing.T) {
 		t.Fatalf("restored %v", h.dr.restored)
 	}
 }
+
+// TestAdminChange: p in the settings changes the admin passphrase after the
+// current one and the new one twice; nothing typed shows.
+func TestAdminChange(t *testing.T) {
+	h := newDH(t)
+	h.b.admin, h.b.settings = "admin pass", []string{"store = \"/data/store\""}
+	h.keys("s")
+	h.text("admin pass")
+	h.keys("Enter")
+	h.keys("p")
+	h.want("Change the admin passphrase", "Current admin passphrase:")
+	h.text("not it")
+	h.keys("Enter")
+	h.text("secret two")
+	h.keys("Enter")
+	h.text("secret two")
+	h.keys("Enter")
+	h.want("wrong admin passphrase: refused, nothing changed")
+	if h.b.admin != "admin pass" || h.m.ac == nil || h.m.ac.step != 0 {
+		t.Fatalf("after a wrong one: admin %q", h.b.admin)
+	}
+	h.text("admin pass")
+	h.keys("Enter")
+	h.text("secret two")
+	h.keys("Enter")
+	h.text("secret 2")
+	if s := h.screen(); strings.Contains(s, "secret") {
+		t.Fatalf("a passphrase shows as it is typed:\n%s", s)
+	}
+	h.keys("Enter")
+	h.want("the two new ones differ")
+	h.text("secret two")
+	h.keys("Enter")
+	h.text("secret two")
+	h.keys("Enter")
+	if h.b.admin != "secret two" || h.m.ac != nil || !strings.Contains(h.m.msg, "the admin passphrase is changed") {
+		t.Fatalf("after the change: admin %q msg %q", h.b.admin, h.m.msg)
+	}
+	if s := h.screen(); strings.Contains(s, "secret") {
+		t.Fatalf("a passphrase shows:\n%s", s)
+	}
+	// Esc leaves it as it is.
+	h.keys("p")
+	h.text("secret two")
+	h.keys("Esc")
+	if h.m.ac != nil || h.b.admin != "secret two" || h.m.screen != ScreenSettings {
+		t.Fatalf("Esc: ac %v admin %q screen %v", h.m.ac, h.b.admin, h.m.screen)
+	}
+}

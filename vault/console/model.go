@@ -10,7 +10,6 @@ import (
 	"sort"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"drawbridge/vault/restore"
 	"drawbridge/vault/store"
@@ -150,6 +149,7 @@ type Model struct {
 
 	screen Screen
 	dialog Dialog
+	ac     *adminChange // the admin passphrase's change, open over the settings
 
 	status     *Status
 	statusBusy bool
@@ -356,6 +356,8 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		}
 	case settingsMsg:
 		return m.settingsDone(v)
+	case adminSetMsg:
+		return m.adminSet(v)
 	case driveListMsg, driveDoneMsg, configsMsg, planMsg, applyMsg:
 		return m.drv.update(m, msg)
 	case adminMsg:
@@ -460,6 +462,9 @@ func (m *Model) key(k Key) []Cmd {
 	if m.drv.open() {
 		return m.drv.key(m, k)
 	}
+	if m.ac != nil {
+		return m.keyAdminChange(k)
+	}
 	switch m.dialog {
 	case DialogHelp, DialogText:
 		m.dialog = DialogNone
@@ -516,6 +521,10 @@ func (m *Model) key(k Key) []Cmd {
 		if isRune(k, 'a') {
 			return m.drv.openList(m, forKeys)
 		}
+		if isRune(k, 'p') {
+			m.openAdminChange()
+			return nil
+		}
 		return m.keySettings(k)
 	}
 	return nil
@@ -531,6 +540,10 @@ func (m *Model) home() {
 		m.job.cancel()
 	}
 	m.drv.close(m)
+	if m.ac != nil {
+		m.ac.clear()
+		m.ac = nil
+	}
 	m.forget()
 	if m.jv != nil {
 		m.jv.cancel()
@@ -711,24 +724,8 @@ func (m *Model) keyPassphrase(k Key) []Cmd {
 			return nil
 		}
 		m.say("cancelled: nothing was unlocked")
-	case "Backspace":
-		if len(m.pass) > 0 {
-			// Drop the last UTF-8 character.
-			i := len(m.pass) - 1
-			for i > 0 && m.pass[i]&0xC0 == 0x80 {
-				i--
-			}
-			m.pass = m.pass[:i]
-		}
-	case "Rune":
-		if m.pass == nil {
-			// Room for any passphrase a person types, so that it is never
-			// copied to a larger array, leaving a copy behind.
-			m.pass = make([]byte, 0, maxPassphrase)
-		}
-		if len(m.pass)+utf8.UTFMax <= cap(m.pass) {
-			m.pass = utf8.AppendRune(m.pass, k.Rune)
-		}
+	case "Backspace", "Rune":
+		m.pass = editSecret(m.pass, k)
 	case "Enter":
 		if len(m.pass) == 0 {
 			return nil

@@ -120,6 +120,15 @@ func (b *fakeBackend) Settings(_ context.Context, p []byte) ([]string, error) {
 	return b.settings, nil
 }
 
+func (b *fakeBackend) SetAdmin(_ context.Context, old, next []byte) error {
+	if string(old) != b.admin {
+		return ErrAdminPassphrase
+	}
+	b.admin = string(next)
+	b.journal = append(b.journal, "admin-passphrase-set")
+	return nil
+}
+
 func id(n byte) tree.ID { return tree.ID{n} }
 
 // newFake is a store with one source, "home", whose snapshot holds

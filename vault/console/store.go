@@ -372,5 +372,22 @@ func (b *StoreBackend) Settings(ctx context.Context, passphrase []byte) ([]strin
 	return b.Config()
 }
 
+// SetAdmin changes the admin passphrase; the guard journals the change, or
+// the refusal of a wrong current one.
+func (b *StoreBackend) SetAdmin(ctx context.Context, old, next []byte) error {
+	if b.Admin == nil || !b.HasAdmin() {
+		return ErrNoAdmin
+	}
+	if !b.Writable {
+		return ErrReadOnly
+	}
+	switch err := b.Admin.Set(ctx, old, next); {
+	case errors.Is(err, admin.ErrWrong):
+		return fmt.Errorf("%w: %v", ErrAdminPassphrase, err)
+	default:
+		return err
+	}
+}
+
 // Drives returns the drives the console offers, nil when none.
 func (b *StoreBackend) Drives() Drives { return b.USB }

@@ -236,6 +236,29 @@ func TestStoreBackendInDaemon(t *testing.T) {
 			t.Fatalf("the refusal is not journaled: %v", b.Status(context.Background()).Journal)
 		}
 	}
+	// A change: refused with a wrong current one, then made and journaled.
+	if err := b.SetAdmin(context.Background(), []byte("nope"), []byte("next")); !errors.Is(err, ErrAdminPassphrase) {
+		t.Fatalf("change with a wrong current one: %v", err)
+	}
+	if err := b.SetAdmin(context.Background(), []byte("admin pass"), []byte("next")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Settings(context.Background(), []byte("next")); err != nil {
+		t.Fatalf("the new admin passphrase: %v", err)
+	}
+	changed := func() bool {
+		for _, r := range b.Status(context.Background()).Journal {
+			if r.Type == admin.RecordSet && strings.Contains(r.Message, "changed") {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(10 * time.Second); !changed(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the change is not journaled: %v", b.Status(context.Background()).Journal)
+		}
+	}
 
 	// Verify, and deep verify with the reader; none during a window.
 	var done, total int64

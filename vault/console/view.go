@@ -120,6 +120,9 @@ func Draw(screen tcell.Screen, m *Model) {
 		drawRestore(c, m)
 	}
 	drawDrives(c, m, &m.drv)
+	if m.ac != nil {
+		drawAdminChange(c, m)
+	}
 }
 
 // fit shortens s to n runes, marking the cut.
@@ -183,7 +186,7 @@ func hints(m *Model) string {
 	case ScreenDiff:
 		return "Up/Down PgUp/PgDn move   Esc back"
 	case ScreenSettings:
-		return "Up/Down scroll   i import from a USB drive   a write the keys to one   Esc back"
+		return "Up/Down scroll   i import from a USB drive   a write the keys to one   p admin passphrase   Esc back"
 	default:
 		return "Up/Down PgUp/PgDn move   Enter open   r restore   R restore this directory   Esc back   ? keys"
 	}
@@ -550,7 +553,8 @@ func drawHelp(c canvas, m *Model) {
 		"           drive, or a typed directory); R the directory shown",
 		"           (at / the whole snapshot)",
 		"Settings   i import a configuration from a USB drive; a write",
-		"           each source's authorized_keys line to one",
+		"           each source's authorized_keys line to one; p change",
+		"           the admin passphrase",
 		"Dialogs    Enter confirm; Esc cancel",
 		ctrlC,
 		"",
