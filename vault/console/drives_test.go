@@ -472,7 +472,7 @@ func TestDriveKeys(t *testing.T) {
 	h.keys("s")
 	h.text("admin pass")
 	h.keys("Enter")
-	h.want("ssh key    ssh-ed25519 AAAA drawbridge", "a write the keys")
+	h.want("ssh key    ssh-ed25519 AAAA drawbridge", "a keys to a drive")
 	h.keys("a")
 	h.want("Write the authorized_keys lines to a USB drive", "sdb1")
 	h.keys("Down", "Enter")

@@ -186,7 +186,7 @@ func hints(m *Model) string {
 	case ScreenDiff:
 		return "Up/Down PgUp/PgDn move   Esc back"
 	case ScreenSettings:
-		return "Up/Down scroll   i import from a USB drive   a write the keys to one   p admin passphrase   Esc back"
+		return "Up/Down scroll  i import  a keys to a drive  p admin passphrase  Esc back"
 	default:
 		return "Up/Down PgUp/PgDn move   Enter open   r restore   R restore this directory   Esc back   ? keys"
 	}
