@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -51,6 +52,11 @@ var (
 		"github.com/u-root/u-root/cmds/core/mount",
 		"github.com/u-root/u-root/cmds/core/ps",
 	}
+	// debugModules are kernel modules only the debug image carries, which
+	// PID 1 does not load (it loads boot.Modules): loop, for the benchmark
+	// that restores to loop-mounted drive images inside the VM (its test
+	// binary loads it).
+	debugModules = []string{"loop"}
 )
 
 // osRelease identifies the system, in the initramfs and in the unified
@@ -74,7 +80,11 @@ func BuildInitramfs(ctx context.Context, cfg InitramfsConfig) error {
 	if err != nil {
 		return fmt.Errorf("modules of kernel %s: %w", cfg.Release, err)
 	}
-	plan := ix.Resolve(boot.Modules...)
+	modules := boot.Modules
+	if cfg.Debug {
+		modules = append(slices.Clip(modules), debugModules...)
+	}
+	plan := ix.Resolve(modules...)
 	for _, m := range plan.Missing {
 		fmt.Fprintf(cfg.Log, "images: warning: module %s is not in kernel %s\n", m, cfg.Release)
 	}
