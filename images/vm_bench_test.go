@@ -52,11 +52,12 @@ const (
 // takes 3–4 minutes here with a warm build cache, 3 of them in the VM.
 //
 // QEMU runs with -cpu max: under software emulation it offers every
-// instruction set extension QEMU emulates (AES-NI, PCLMULQDQ, SSE4.2,
-// AVX2, SHA), so Go takes the code paths it takes on the appliance's
-// hardware (assembly AES-GCM and hashing) instead of the generic Go ones
-// it would take on QEMU's default CPU model. The VM has 2 CPUs and 3 GiB
-// of memory.
+// instruction set extension QEMU emulates (QEMU 7.2: SSSE3, SSE4.1, AVX2,
+// BMI2, AES-NI; no SHA, no AVX-512), so the vault's ChaCha20-Poly1305,
+// BLAKE3 and zstd take the AVX2 and BMI2 code they take on the
+// appliance's hardware, not the generic Go they would take on QEMU's
+// default CPU model (SSE3 at most). The log names the CPU model and these
+// flags as the VM saw them. The VM has 2 CPUs and 3 GiB of memory.
 //
 // The figures are those of the benchmark in the VM, reported as metrics:
 // MB/s of each target and each drive's as a percentage of local. Under
