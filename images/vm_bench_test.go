@@ -25,31 +25,33 @@ import (
 const (
 	// benchTreeMax is the largest DRAWBRIDGE_BENCH_TREE taken into the VM;
 	// a larger one (make bench's full tree) gives way to a generated tree
-	// of benchTreeBytes. Under software emulation everything runs some
-	// 10 to 30 times slower than on the host.
+	// of benchTreeBytes. Under software emulation everything runs 5 to 10
+	// times slower than on the host.
 	benchTreeMax   = 300 << 20
 	benchTreeBytes = 200 << 20
-	// benchTimeout bounds the test binary's run in the VM.
-	benchTimeout = 25 * time.Minute
+	// benchTimeout bounds the test binary's run in the VM (make bench
+	// gives the whole benchmark 30 minutes).
+	benchTimeout = 20 * time.Minute
 )
 
 // BenchmarkRestoreToDriveInVM runs vault/todrive's BenchmarkRestoreToDrive
-// (-benchtime 2x) inside the appliance: the debug image (a shell on the serial console)
-// boots with a work disk, an ext4 filesystem labelled DBBENCH that PID 1
-// leaves alone (not its data disk's label, and not blank, so never offered
-// for formatting), holding the static test binary, the tree to back up
-// and restore, and the directory TMPDIR names. So the store, the local
-// restore (what `drawbridge restore` does) and the loop-mounted drive
-// images all live on the same virtio disk, and the drives are vfat, exfat
-// and ext4 of the appliance's own kernel, not the FUSE drivers a hosted
-// machine without them falls back to. The debug image carries the loop
-// module, which the test binary loads, and attaches the images with the
-// loop ioctls (there is no losetup in the image).
+// (-benchtime 2x) inside the appliance: the debug image (a shell on the
+// serial console) boots with a work disk, an ext4 filesystem labelled
+// DBBENCH that PID 1 leaves alone (not its data disk's label, and not
+// blank, so never offered for formatting), holding the static test
+// binary, the tree to back up and restore, and the directory TMPDIR names.
+// So the store, the local restore (what `drawbridge restore` does) and the
+// loop-mounted drive images all live on the same virtio disk, and the
+// drives are vfat, exfat and ext4 of the appliance's own kernel, not the
+// FUSE drivers a hosted machine without them falls back to. The debug
+// image carries the loop module, which the test binary loads, and it
+// attaches the images with the loop ioctls (the image has no losetup).
 //
 // The tree is DRAWBRIDGE_BENCH_TREE when it is set and at most 300 MB,
-// else a generated mixed tree of 200 MB, random and text-like files (make
-// bench runs it so: its 600 MB tree would take too long emulated). It all
-// takes 3–4 minutes here with a warm build cache, 3 of them in the VM.
+// else a generated mixed tree of about 210 MB, random and text-like files
+// (make bench sets none: its 600 MB tree would take too long emulated). It
+// all takes about 3 minutes here with a warm build cache, most of it in
+// the VM.
 //
 // QEMU runs with -cpu max: under software emulation it offers every
 // instruction set extension QEMU emulates (QEMU 7.2: SSSE3, SSE4.1, AVX2,
