@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -278,6 +279,39 @@ func TestTampering(t *testing.T) {
 			t.Errorf("ok %v, fingerprint %s (vault's %s): %q", res.OK(), res.Fingerprint, v.fingerprint(), res.Problems)
 		}
 	})
+}
+
+// TestVerifyOrder: files are hashed several at once, and the problems still
+// come in the order of the walk, the same each time.
+func TestVerifyOrder(t *testing.T) {
+	v := newVault(t, nastyAndRandom)
+	dir := mustExport(t, v)
+	var changed []string
+	filepath.WalkDir(filepath.Join(dir, manifest.FilesDir), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && len(changed) < 40 {
+			if b, err := os.ReadFile(p); err == nil && len(b) > 0 {
+				b[0] ^= 1
+				os.WriteFile(p, b, 0o644)
+				changed = append(changed, p)
+			}
+		}
+		return nil
+	})
+	first := verify(t, dir, "")
+	if len(first.Problems) != len(changed) {
+		t.Fatalf("%d files changed, %d problems: %q", len(changed), len(first.Problems), first.Problems)
+	}
+	for i, p := range changed {
+		rel, _ := filepath.Rel(filepath.Join(dir, manifest.FilesDir), p)
+		if want := "changed: " + manifest.Escape(filepath.ToSlash(rel)) + " (sha256 differs)"; first.Problems[i] != want {
+			t.Fatalf("problem %d: %q, want %q", i, first.Problems[i], want)
+		}
+	}
+	for range 5 {
+		if again := verify(t, dir, ""); !slices.Equal(again.Problems, first.Problems) || again.Files != first.Files || again.Bytes != first.Bytes {
+			t.Fatalf("a second verify differs: %q", again.Problems)
+		}
+	}
 }
 
 func TestTargetMustBeEmpty(t *testing.T) {

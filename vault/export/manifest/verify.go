@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"drawbridge/vault/seal"
 )
@@ -109,13 +111,18 @@ func (r *Result) checkFiles(root string) {
 		}
 	}
 	seen := map[string]bool{}
+	// Problems are reported in the order of the walk; a regular file's
+	// content is hashed later, by a few workers at once, into its slot.
+	var slots []string
+	var files []contentCheck
+	problem := func(msg string) { slots = append(slots, msg) }
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if p == root {
 				return err
 			}
 			rel := relOf(root, p)
-			r.Problems = append(r.Problems, fmt.Sprintf("unreadable: %s: %v", Escape(rel), err))
+			problem(fmt.Sprintf("unreadable: %s: %v", Escape(rel), err))
 			seen[rel] = true
 			return nil
 		}
@@ -125,15 +132,20 @@ func (r *Result) checkFiles(root string) {
 		rel := relOf(root, p)
 		e, ok := want[rel]
 		if !ok {
-			r.Problems = append(r.Problems, "extra: "+Escape(rel))
+			problem("extra: " + Escape(rel))
 			if d.IsDir() {
 				return fs.SkipDir
 			}
 			return nil
 		}
 		seen[rel] = true
-		if msg := r.check(p, d, e); msg != "" {
-			r.Problems = append(r.Problems, fmt.Sprintf("changed: %s (%s)", Escape(rel), msg))
+		if (e.Type == TypeFile || e.Type == TypeHardlink) && d.Type().IsRegular() {
+			files = append(files, contentCheck{slot: len(slots), path: p, rel: rel, e: e})
+			problem("")
+			return nil
+		}
+		if msg := check(p, d, e); msg != "" {
+			problem(fmt.Sprintf("changed: %s (%s)", Escape(rel), msg))
 			if d.IsDir() {
 				return fs.SkipDir
 			}
@@ -143,6 +155,12 @@ func (r *Result) checkFiles(root string) {
 	if err != nil {
 		r.Problems = append(r.Problems, fmt.Sprintf("incomplete export: cannot read %s: %v", FilesDir, err))
 		return
+	}
+	r.hashFiles(files, slots)
+	for _, msg := range slots {
+		if msg != "" {
+			r.Problems = append(r.Problems, msg)
+		}
 	}
 	var missing []string
 	for p := range want {
@@ -175,8 +193,78 @@ func relOf(root, p string) string {
 	return filepath.ToSlash(rel)
 }
 
-// check compares one thing on the drive with its entry; "" means it matches.
-func (r *Result) check(p string, d fs.DirEntry, e *Entry) string {
+// contentCheck is a regular file whose content is to be checked against
+// its entry; slot is where its problem goes.
+type contentCheck struct {
+	slot      int
+	path, rel string
+	e         *Entry
+}
+
+// hashWorkers is how many files are hashed at once: enough for the cores
+// of a small machine, few enough not to make a slow drive seek.
+const hashWorkers = 4
+
+// hashFiles checks the content of files, several at once, and puts what is
+// wrong with each into its slot.
+func (r *Result) hashFiles(files []contentCheck, slots []string) {
+	next := make(chan int)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range min(hashWorkers, runtime.GOMAXPROCS(0), len(files)) {
+		wg.Go(func() {
+			for i := range next {
+				f := files[i]
+				n, msg := checkContent(f.path, f.e)
+				mu.Lock()
+				r.Files++
+				r.Bytes += n
+				if msg != "" {
+					slots[f.slot] = fmt.Sprintf("changed: %s (%s)", Escape(f.rel), msg)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range files {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// checkContent compares a regular file's size and SHA-256 with its entry;
+// it returns the bytes it hashed and "" when they match.
+func checkContent(p string, e *Entry) (int64, string) {
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err.Error()
+	}
+	if fi.Size() != e.Size {
+		return 0, fmt.Sprintf("size %d, the manifest says %d", fi.Size(), e.Size)
+	}
+	h := seal.NewSHA256()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return n, "read: " + err.Error()
+	}
+	if n != e.Size {
+		return n, fmt.Sprintf("read %d bytes, the manifest says %d", n, e.Size)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != e.SHA256 {
+		return n, "sha256 differs"
+	}
+	return n, ""
+}
+
+// check compares one thing on the drive that is not a regular file's
+// content with its entry; "" means it matches.
+func check(p string, d fs.DirEntry, e *Entry) string {
 	t := d.Type()
 	switch e.Type {
 	case TypeDir:
@@ -197,31 +285,6 @@ func (r *Result) check(p string, d fs.DirEntry, e *Entry) string {
 	case TypeFile, TypeHardlink:
 		if !t.IsRegular() {
 			return "not a regular file"
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err.Error()
-		}
-		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return err.Error()
-		}
-		if fi.Size() != e.Size {
-			return fmt.Sprintf("size %d, the manifest says %d", fi.Size(), e.Size)
-		}
-		h := seal.NewSHA256()
-		n, err := io.Copy(h, f)
-		r.Files++
-		r.Bytes += n
-		if err != nil {
-			return "read: " + err.Error()
-		}
-		if n != e.Size {
-			return fmt.Sprintf("read %d bytes, the manifest says %d", n, e.Size)
-		}
-		if hex.EncodeToString(h.Sum(nil)) != e.SHA256 {
-			return "sha256 differs"
 		}
 	}
 	return ""
