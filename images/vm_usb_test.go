@@ -3,6 +3,7 @@
 package images
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,15 +12,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"drawbridge/vault/admin"
+	"drawbridge/vault/store"
 )
 
 // TestConsoleUSBInVM boots the appliance with a store holding one
 // snapshot and an emulated USB stick (FAT, as sticks come), and drives the
 // full-screen console on the serial line as a person at the box would:
 // unlock with the restore passphrase (a wrong one first), find a file,
-// restore it to the stick, export the snapshot to the stick, power off.
-// Then the host reads the stick: the restored file matches the source and
-// drawbridge-verify accepts the export.
+// restore it to the stick, export the snapshot to the stick, open the
+// settings with the admin passphrase and write the sources'
+// authorized_keys lines to the stick, power off. Then the host reads the
+// stick: the restored file matches the source, drawbridge-verify accepts
+// the export, and the key file holds what authorized-key prints.
 //
 // QEMU runs in a tmux pane of the console's size, so that the test reads
 // the screen as it is drawn, not the stream of cursor moves.
@@ -54,6 +60,12 @@ func TestConsoleUSBInVM(t *testing.T) {
 	sh(t, filepath.Join(bin, "drawbridge"), "init", "--store", filepath.Join(root, "store"), "--passphrase-file", pass)
 	sh(t, filepath.Join(bin, "drawbridge"), "backup", "--store", filepath.Join(root, "store"), "--source", "home", tree)
 	writeFile(t, filepath.Join(root, "drawbridge.toml"), vmConfig)
+	// The admin passphrase, as the first configuration import sets it.
+	s, err := store.Open(filepath.Join(root, "store"), store.Options{JournalOnly: true})
+	must(t, err)
+	must(t, admin.ForStore(s, admin.Options{}).Set(context.Background(), nil, []byte(e2eAdmin)))
+	s.Close()
+	keyLines := sh(t, filepath.Join(bin, "drawbridge"), "authorized-key", "--config", filepath.Join(root, "drawbridge.toml"), "--store", filepath.Join(root, "store"))
 	data := blankDisk(t, 256<<20)
 	sh(t, "mke2fs", "-q", "-F", "-t", "ext4", "-L", "DRAWBRIDGE", "-d", root, data)
 
@@ -132,14 +144,25 @@ func TestConsoleUSBInVM(t *testing.T) {
 	tt.waitFor(3*time.Minute, "exported", "pull it out now")
 	tt.keys("Enter")
 
+	// The settings, behind the admin passphrase: the keys, and each
+	// source's authorized_keys line written to the stick.
+	tt.home()
+	tt.keys("s")
+	tt.waitFor(time.Minute, "The settings need the admin passphrase")
+	tt.text(e2eAdmin)
+	tt.keys("Enter")
+	tt.waitFor(3*time.Minute, "Settings", "ssh key   ssh-ed25519 ")
+	tt.keys("a")
+	tt.waitFor(30*time.Second, "Write the authorized_keys lines", "sda")
+	tt.pick("sda ")
+	tt.keys("Down")
+	tt.pick("sda ")
+	tt.keys("Enter")
+	tt.waitFor(2*time.Minute, "wrote the authorized_keys lines", "pull it out now")
+	tt.keys("Enter")
+
 	// Power off from the console; the stick is read on the host after.
-	for range 10 {
-		if strings.Contains(tt.screen(), "b browse") {
-			break
-		}
-		tt.keys("Escape")
-		time.Sleep(300 * time.Millisecond)
-	}
+	tt.home()
 	tt.keys("p")
 	tt.waitFor(10*time.Second, "o  power off")
 	tt.keys("o")
@@ -170,6 +193,13 @@ func TestConsoleUSBInVM(t *testing.T) {
 	}
 	if len(exports) != 1 {
 		t.Fatalf("the export on the stick: %v\n%s", exports, sh(t, "find", out))
+	}
+	keys, _ := filepath.Glob(filepath.Join(out, "*", "drawbridge-authorized-keys.txt"))
+	if len(keys) == 0 {
+		keys, _ = filepath.Glob(filepath.Join(out, "drawbridge-authorized-keys.txt"))
+	}
+	if len(keys) != 1 || !strings.HasSuffix(readFile(t, keys[0]), keyLines) {
+		t.Errorf("the keys on the stick %v do not end with what authorized-key prints:\n%s", keys, keyLines)
 	}
 	vout, err := exec.Command(verify, exports[0]).CombinedOutput()
 	if err != nil || !regexp.MustCompile(`valid: \d+ entries, 2 files`).Match(vout) {
@@ -206,6 +236,19 @@ func (tt *vmTmux) screenQuiet() string {
 
 func (tt *vmTmux) alive() bool {
 	return exec.Command("tmux", "-S", tt.sock, "has-session", "-t", "vm").Run() == nil
+}
+
+// home goes back to the status screen, Escape by Escape.
+func (tt *vmTmux) home() {
+	tt.t.Helper()
+	for range 10 {
+		if strings.Contains(tt.screen(), "b browse") {
+			return
+		}
+		tt.keys("Escape")
+		time.Sleep(300 * time.Millisecond)
+	}
+	tt.waitFor(10*time.Second, "b browse")
 }
 
 // waitFor waits until the screen shows every one of want.
