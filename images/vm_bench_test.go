@@ -4,7 +4,6 @@ package images
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -15,8 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -67,11 +64,11 @@ const (
 // the ratios, drive against local on the same emulated machine and disk,
 // are the figures to read.
 func BenchmarkRestoreToDriveInVM(b *testing.B) {
-	needTB(b, append(BootRequirements(false), Requirement{"mke2fs", "e2fsprogs"}, reqGo))
-	a := imageTB(b, "debug", true)
+	need(b, append(BootRequirements(false), Requirement{"mke2fs", "e2fsprogs"}, reqGo))
+	a := image(b, "debug", true)
 	work := b.TempDir()
 	stage := filepath.Join(work, "stage")
-	mustTB(b, os.MkdirAll(filepath.Join(stage, "tmp"), 0o1777))
+	must(b, os.MkdirAll(filepath.Join(stage, "tmp"), 0o1777))
 	os.Chmod(filepath.Join(stage, "tmp"), 0o1777)
 
 	build := exec.Command("go", "test", "-c", "-o", filepath.Join(stage, "todrive.test"), "./vault/todrive")
@@ -97,9 +94,9 @@ func BenchmarkRestoreToDriveInVM(b *testing.B) {
 	script := "cat /proc/cpuinfo >/data/cpuinfo\n" +
 		"TMPDIR=/data/tmp DRAWBRIDGE_BENCH_TREE=/data/tree /data/todrive.test -test.run '^$' -test.bench RestoreToDrive " +
 		"-test.benchtime 2x -test.timeout " + benchTimeout.String() + " >/data/bench.out 2>&1\n"
-	mustTB(b, os.WriteFile(filepath.Join(stage, "bench.sh"), []byte(script), 0o644))
+	must(b, os.WriteFile(filepath.Join(stage, "bench.sh"), []byte(script), 0o644))
 	var treeBytes int64
-	mustTB(b, dirSize(tree, &treeBytes))
+	must(b, dirSize(tree, &treeBytes))
 	treeFiles := 0
 	filepath.Walk(tree, func(_ string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() {
@@ -109,14 +106,14 @@ func BenchmarkRestoreToDriveInVM(b *testing.B) {
 	})
 	// The tree, its store, a local restore and one drive image at a
 	// time, with room to spare.
-	disk := blankDiskTB(b, max(2<<30, (4*treeBytes+(512<<20))>>20<<20))
+	disk := blankDisk(b, max(2<<30, (4*treeBytes+(512<<20))>>20<<20))
 	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-L", "DBBENCH", "-d", stage, disk).CombinedOutput(); err != nil {
 		b.Fatalf("mke2fs: %v\n%s", err, out)
 	}
 	os.RemoveAll(stage)
 
 	start := time.Now()
-	v := bootVMTB(b, a, "--data", disk, "--mem", "3072", "--append", "quiet", "--", "-cpu", "max")
+	v := bootVM(b, a, "--data", disk, "--mem", "3072", "--append", "quiet", "--", "-cpu", "max")
 	for _, s := range []string{"drawbridge: DEBUG IMAGE: shell on console", "drawbridge: ready"} {
 		if _, _, err := v.await(readyTimeout, s); err != nil {
 			b.Fatal(err)
@@ -193,90 +190,6 @@ func BenchmarkRestoreToDriveInVM(b *testing.B) {
 // its MB/s.
 var benchLine = regexp.MustCompile(`^BenchmarkRestoreToDrive/([a-z0-9-]+?)(?:-\d+)?\s+\d+\s+[0-9.e+]+ ns/op\s+([0-9.]+) MB/s`)
 
-// needTB, imageTB, blankDiskTB and bootVMTB are need, image, blankDisk and
-// bootVM for a benchmark.
-func needTB(b testing.TB, reqs []Requirement) {
-	b.Helper()
-	if m := Missing(reqs); len(m) > 0 {
-		if os.Getenv("CI") == "true" {
-			b.Fatalf("CI=true requires it: %v", MissingError(m))
-		}
-		b.Skip(MissingError(m))
-	}
-}
-
-func imageTB(b testing.TB, name string, debug bool) *Artifacts {
-	b.Helper()
-	needTB(b, BuildRequirements(false))
-	v, _ := builds.LoadOrStore(name, &builtImage{})
-	bi := v.(*builtImage)
-	bi.once.Do(func() {
-		start := time.Now()
-		var log bytes.Buffer
-		bi.a, bi.err = Build(context.Background(), Config{Repo: "..", Out: filepath.Join(tmpRoot, name), Debug: debug, Log: &log})
-		bi.took = time.Since(start)
-		if bi.err != nil {
-			bi.err = fmt.Errorf("%w\n%s", bi.err, log.Bytes())
-		}
-	})
-	if bi.err != nil {
-		b.Fatalf("build the %s image: %v", name, bi.err)
-	}
-	b.Logf("%s image built in %.1fs", name, bi.took.Seconds())
-	return bi.a
-}
-
-func blankDiskTB(b testing.TB, size int64) string {
-	b.Helper()
-	name := filepath.Join(b.TempDir(), "work.img")
-	mustTB(b, os.WriteFile(name, nil, 0o600))
-	mustTB(b, os.Truncate(name, size))
-	return name
-}
-
-// bootVMTB starts images/qemu as bootVM does. Only the vm methods that
-// need no *testing.T are used on what it returns (await, linesMatching);
-// there is no QMP socket, and QEMU is killed when the benchmark ends.
-func bootVMTB(b testing.TB, a *Artifacts, opts ...string) *vm {
-	b.Helper()
-	needTB(b, BootRequirements(false))
-	args := append([]string{"--out", filepath.Dir(a.Kernel)}, opts...)
-	cmd := exec.Command("./qemu", args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdin, err := cmd.StdinPipe()
-	mustTB(b, err)
-	out, err := cmd.StdoutPipe()
-	mustTB(b, err)
-	cmd.Stderr = cmd.Stdout
-	v := &vm{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
-	v.cond = sync.NewCond(&v.mu)
-	v.start = time.Now()
-	mustTB(b, cmd.Start())
-	go v.read(out)
-	go func() {
-		err := cmd.Wait()
-		v.mu.Lock()
-		v.exitErr = err
-		v.mu.Unlock()
-		close(v.exited)
-	}()
-	b.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-v.exited
-		if b.Failed() {
-			b.Logf("serial console:\n%s", v.console())
-		}
-	})
-	return v
-}
-
-func mustTB(b testing.TB, err error) {
-	b.Helper()
-	if err != nil {
-		b.Fatal(err)
-	}
-}
-
 // typeSeen types s and the enter key at the shell, and again until the
 // console echoes a line with echo in it: the shell's line editor drops
 // what comes while it sets up its prompt.
@@ -309,7 +222,7 @@ func genTree(b testing.TB, dir string, size int64) {
 	var total int64
 	for i := 0; total < size; i++ {
 		d := filepath.Join(dir, fmt.Sprintf("d%d", i%8), fmt.Sprintf("e%d", i%5))
-		mustTB(b, os.MkdirAll(d, 0o755))
+		must(b, os.MkdirAll(d, 0o755))
 		var data []byte
 		if i%3 == 2 {
 			n := r.IntN(2 << 20)
@@ -329,7 +242,7 @@ func genTree(b testing.TB, dir string, size int64) {
 			data = buf.Bytes()
 		}
 		data = data[:min(int64(len(data)), size-total)]
-		mustTB(b, os.WriteFile(filepath.Join(d, fmt.Sprintf("f%04d.dat", i)), data, 0o644))
+		must(b, os.WriteFile(filepath.Join(d, fmt.Sprintf("f%04d.dat", i)), data, 0o644))
 		total += int64(len(data))
 	}
 }

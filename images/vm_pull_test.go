@@ -523,7 +523,7 @@ func writeFile(t *testing.T, name, s string) {
 	must(t, os.WriteFile(name, []byte(s), 0o644))
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -74,7 +74,7 @@ func TestMain(m *testing.M) {
 
 // need skips the test when something it needs is missing, or fails it
 // under CI=true, naming the packages to install either way.
-func need(t *testing.T, reqs []Requirement) {
+func need(t testing.TB, reqs []Requirement) {
 	t.Helper()
 	if m := Missing(reqs); len(m) > 0 {
 		if os.Getenv("CI") == "true" {
@@ -92,7 +92,7 @@ type builtImage struct {
 }
 
 // image builds the artifacts once per name ("prod", "debug", …) per run.
-func image(t *testing.T, name string, debug bool) *Artifacts {
+func image(t testing.TB, name string, debug bool) *Artifacts {
 	t.Helper()
 	need(t, BuildRequirements(false))
 	v, _ := builds.LoadOrStore(name, &builtImage{})
@@ -262,7 +262,7 @@ func TestDebugInitramfsHasAShell(t *testing.T) {
 // vm is one QEMU run of images/qemu: its serial console, as lines, and
 // its QMP socket, kept open from the start so that no event is missed.
 type vm struct {
-	t     *testing.T
+	t     testing.TB
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	start time.Time
@@ -287,7 +287,7 @@ type vm struct {
 // (--data FILE, --stick FILE, --tap IFACE, --append ARGS, --uefi, …; see
 // images/qemu --help). QEMU is killed when the test ends, and the serial
 // console is logged if the test failed.
-func bootVM(t *testing.T, a *Artifacts, opts ...string) *vm {
+func bootVM(t testing.TB, a *Artifacts, opts ...string) *vm {
 	t.Helper()
 	need(t, BootRequirements(slicesContains(opts, "--uefi")))
 	sock := filepath.Join(t.TempDir(), "qmp")
@@ -619,7 +619,7 @@ func TestBootWithoutDataDisk(t *testing.T) {
 }
 
 // blankDisk is a sparse disk file of size bytes, all zeros: a new disk.
-func blankDisk(t *testing.T, size int64) string {
+func blankDisk(t testing.TB, size int64) string {
 	t.Helper()
 	name := filepath.Join(t.TempDir(), "data.img")
 	if err := os.WriteFile(name, nil, 0o600); err != nil {
