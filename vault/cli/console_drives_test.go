@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,10 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"drawbridge/vault/internal/fixture"
-	"drawbridge/vault/seal"
-	"drawbridge/vault/store"
 )
 
 // needDrive skips with what to install, or fails under CI=true.
@@ -119,17 +114,7 @@ func TestConsoleDrivesInTmux(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("second file\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	storeDir := filepath.Join(work, "store")
-	s, err := store.Init(storeDir, []byte("right pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fixture.Unseal(storeDir) })
-	sn, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	storeDir, sn := consoleStore(t, work, src)
 
 	rc := filepath.Join(work, "rc")
 	tt := startTmux(t, fmt.Sprintf("%s console --drives-any --store %s 2>%s; echo $? >%s", bin, storeDir, filepath.Join(work, "stderr"), rc))

@@ -119,17 +119,7 @@ func TestConsoleInTmux(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "hello.txt"), hello, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	storeDir := filepath.Join(work, "store")
-	s, err := store.Init(storeDir, []byte("right pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fixture.Unseal(storeDir) })
-	sn, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	storeDir, sn := consoleStore(t, work, src)
 
 	rc := filepath.Join(work, "rc")
 	tt := startTmux(t, fmt.Sprintf("%s console --store %s 2>%s; echo $? >%s", bin, storeDir, filepath.Join(work, "stderr"), rc))
@@ -322,4 +312,22 @@ func TestConsoleScreensInTmux(t *testing.T) {
 	if r := drawbridge(t, bin, "verify", "--store", storeDir); r.code != 0 {
 		t.Fatalf("verify after the console: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+}
+
+// consoleStore makes a store in work/store, with the passphrase "right
+// pass", holding one snapshot of src as source home.
+func consoleStore(t *testing.T, work, src string) (string, *store.Snapshot) {
+	t.Helper()
+	storeDir := filepath.Join(work, "store")
+	s, err := store.Init(storeDir, []byte("right pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fixture.Unseal(storeDir) })
+	defer s.Close()
+	sn, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return storeDir, sn
 }
