@@ -125,14 +125,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 	tt.keys("Enter")
 
 	// Export the snapshot, plain files, to the same stick.
-	for range 10 {
-		if strings.Contains(tt.screen(), "Snapshots of home") {
-			break
-		}
-		tt.keys("Escape")
-		time.Sleep(300 * time.Millisecond)
-	}
-	tt.waitFor(10*time.Second, "Snapshots of home")
+	tt.backTo("Snapshots of home")
 	tt.keys("e")
 	tt.waitFor(10*time.Second, "p  plain files")
 	tt.keys("p")
@@ -238,18 +231,21 @@ func (tt *vmTmux) alive() bool {
 	return exec.Command("tmux", "-S", tt.sock, "has-session", "-t", "vm").Run() == nil
 }
 
-// home goes back to the status screen, Escape by Escape.
-func (tt *vmTmux) home() {
+// backTo goes back, Escape by Escape, until the screen shows s.
+func (tt *vmTmux) backTo(s string) {
 	tt.t.Helper()
 	for range 10 {
-		if strings.Contains(tt.screen(), "b browse") {
+		if strings.Contains(tt.screen(), s) {
 			return
 		}
 		tt.keys("Escape")
 		time.Sleep(300 * time.Millisecond)
 	}
-	tt.waitFor(10*time.Second, "b browse")
+	tt.waitFor(10*time.Second, s)
 }
+
+// home goes back to the status screen.
+func (tt *vmTmux) home() { tt.t.Helper(); tt.backTo("b browse") }
 
 // waitFor waits until the screen shows every one of want.
 func (tt *vmTmux) waitFor(timeout time.Duration, want ...string) {

@@ -220,22 +220,18 @@ func twoSnapshots(t *testing.T, work string) string {
 	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("first\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	storeDir := filepath.Join(work, "store")
-	s, err := store.Init(storeDir, []byte("right pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fixture.Unseal(storeDir) })
-	defer s.Close()
-	if _, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	storeDir, _ := consoleStore(t, work, src)
 	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("first\nsecond line\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(src, "added.txt"), []byte("new\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	s, err := store.Open(storeDir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	if _, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{}); err != nil {
 		t.Fatal(err)
 	}
