@@ -117,12 +117,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 	// Restore hello.txt to the stick: on the appliance r offers the drives.
 	tt.keys("r")
 	tt.waitFor(30*time.Second, "Restore to a USB drive", "sda")
-	tt.pick("sda ")
-	tt.keys("Down")
-	tt.pick("sda ")
-	tt.keys("Enter")
-	tt.waitFor(2*time.Minute, "restored", "1 files identical", "pull it out now")
-	tt.keys("Enter")
+	tt.toStick(2*time.Minute, "restored", "1 files identical", "pull it out now")
 
 	// Export the snapshot, plain files, to the same stick.
 	tt.backTo("Snapshots of home")
@@ -130,12 +125,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 	tt.waitFor(10*time.Second, "p  plain files")
 	tt.keys("p")
 	tt.waitFor(30*time.Second, "to a USB drive", "sda")
-	tt.pick("sda ")
-	tt.keys("Down")
-	tt.pick("sda ")
-	tt.keys("Enter")
-	tt.waitFor(3*time.Minute, "exported", "pull it out now")
-	tt.keys("Enter")
+	tt.toStick(3*time.Minute, "exported", "pull it out now")
 
 	// The settings, behind the admin passphrase: the keys, and each
 	// source's authorized_keys line written to the stick.
@@ -147,12 +137,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 	tt.waitFor(3*time.Minute, "Settings", "ssh key   ssh-ed25519 ")
 	tt.keys("a")
 	tt.waitFor(30*time.Second, "Write the authorized_keys lines", "sda")
-	tt.pick("sda ")
-	tt.keys("Down")
-	tt.pick("sda ")
-	tt.keys("Enter")
-	tt.waitFor(2*time.Minute, "wrote the authorized_keys lines", "pull it out now")
-	tt.keys("Enter")
+	tt.toStick(2*time.Minute, "wrote the authorized_keys lines", "pull it out now")
 
 	// Power off from the console; the stick is read on the host after.
 	tt.home()
@@ -268,6 +253,19 @@ func (tt *vmTmux) waitFor(timeout time.Duration, want ...string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// toStick picks the stick's partition (the row below drive sda) in the
+// drive list, starts the work, waits for the result to show every one of
+// want, and closes it.
+func (tt *vmTmux) toStick(timeout time.Duration, want ...string) {
+	tt.t.Helper()
+	tt.pick("sda ")
+	tt.keys("Down")
+	tt.pick("sda ")
+	tt.keys("Enter")
+	tt.waitFor(timeout, want...)
+	tt.keys("Enter")
 }
 
 // pick moves the selection down until the selected row ("| > ") shows
