@@ -22,10 +22,11 @@ import (
 // full-screen console on the serial line as a person at the box would:
 // unlock with the restore passphrase (a wrong one first), find a file,
 // restore it to the stick, export the snapshot to the stick, open the
-// settings with the admin passphrase and write the sources'
-// authorized_keys lines to the stick, power off. Then the host reads the
-// stick: the restored file matches the source, drawbridge-verify accepts
-// the export, and the key file holds what authorized-key prints.
+// settings with the admin passphrase, write the sources' authorized_keys
+// lines to the stick and import the configuration on it, power off. Then
+// the host reads the stick and the data disk: the restored file matches the
+// source, drawbridge-verify accepts the export, the key file holds what
+// authorized-key prints, and the imported configuration is installed.
 //
 // QEMU runs in a tmux pane of the console's size, so that the test reads
 // the screen as it is drawn, not the stream of cursor moves.
@@ -35,6 +36,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 		Requirement{"mkfs.vfat", "dosfstools"},
 		Requirement{"mcopy", "mtools"},
 		Requirement{"mke2fs", "e2fsprogs"},
+		Requirement{"debugfs", "e2fsprogs"},
 	))
 	a := image(t, "prod", false)
 	work := t.TempDir()
@@ -71,6 +73,10 @@ func TestConsoleUSBInVM(t *testing.T) {
 
 	stick := filepath.Join(work, "stick.img")
 	sh(t, "mkfs.vfat", "-C", "-n", "STICK", stick, "65536")
+	// A new configuration on the stick, to import: the window moves.
+	newConfig := strings.Replace(vmConfig, `start = "02:00"`, `start = "03:30"`, 1)
+	writeFile(t, filepath.Join(work, "drawbridge.toml"), newConfig)
+	sh(t, "mcopy", "-i", stick, filepath.Join(work, "drawbridge.toml"), "::/drawbridge.toml")
 
 	// QEMU in a tmux pane of 80x24, the size the console takes on a
 	// serial line that reports none.
@@ -139,6 +145,20 @@ func TestConsoleUSBInVM(t *testing.T) {
 	tt.waitFor(30*time.Second, "Write the authorized_keys lines", "sda")
 	tt.toStick(2*time.Minute, "wrote the authorized_keys lines", "pull it out now")
 
+	// Import the configuration on the stick: the change, y, the admin
+	// passphrase.
+	tt.waitFor(10*time.Second, "Settings")
+	tt.keys("i")
+	tt.waitFor(time.Minute, "Import a configuration from a USB drive", "drawbridge.toml, 1 sources")
+	tt.keys("Enter")
+	tt.waitFor(30*time.Second, "Import: what changes", "03:30")
+	tt.keys("y")
+	tt.waitFor(10*time.Second, "Applying the import needs the admin passphrase")
+	tt.text(e2eAdmin)
+	tt.keys("Enter")
+	tt.waitFor(3*time.Minute, "is installed in /data/drawbridge.toml")
+	tt.keys("Enter")
+
 	// Power off from the console; the stick is read on the host after.
 	tt.home()
 	tt.keys("p")
@@ -178,6 +198,14 @@ func TestConsoleUSBInVM(t *testing.T) {
 	}
 	if len(keys) != 1 || !strings.HasSuffix(readFile(t, keys[0]), keyLines) {
 		t.Errorf("the keys on the stick %v do not end with what authorized-key prints:\n%s", keys, keyLines)
+	}
+	// The imported configuration is the one on the data disk, the old one
+	// kept beside it.
+	if got := sh(t, "debugfs", "-R", "cat /drawbridge.toml", data); got != newConfig {
+		t.Errorf("the data disk's configuration after the import:\n%s", got)
+	}
+	if got := sh(t, "debugfs", "-R", "cat /drawbridge.toml.previous", data); got != vmConfig {
+		t.Errorf("the previous configuration:\n%s", got)
 	}
 	vout, err := exec.Command(verify, exports[0]).CombinedOutput()
 	if err != nil || !regexp.MustCompile(`valid: \d+ entries, 2 files`).Match(vout) {
