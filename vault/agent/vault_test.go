@@ -141,6 +141,10 @@ func (v *fakeVault) pull(t *testing.T) (*pulled, error) {
 		rootOK bool       // the ENTRY of "/" was sent
 		reads  []*reading // answered READ, announcement not complete
 		open   []*segment // announced, SEGDONE not yet, in order
+		// asked is every chunk wanted so far: a segment announced before
+		// the DATA of an earlier one arrived does not ask for it again,
+		// as the vault does not.
+		asked = map[[32]byte]bool{}
 	)
 	for !ended || len(reads) > 0 || len(open) > 0 {
 		m, err := r.Next()
@@ -231,17 +235,16 @@ func (v *fakeVault) pull(t *testing.T) (*pulled, error) {
 				reads = reads[1:]
 			}
 			bitmap := make([]byte, (len(m.Chunks)+7)/8)
-			seen := map[[32]byte]bool{}
 			for i, c := range m.Chunks {
 				var want bool
 				if v.want != nil {
 					want = v.want(f.e, m, i)
 				} else {
 					_, have := v.store[c.Hash]
-					want = !have && !seen[c.Hash]
+					want = !have && !asked[c.Hash]
 				}
 				if want {
-					seen[c.Hash] = true
+					asked[c.Hash] = true
 					bitmap[i/8] |= 1 << (i % 8)
 					sg.wanted = append(sg.wanted, i)
 					p.wanted[f.e.Path] = append(p.wanted[f.e.Path], m.Segment<<32|uint64(i))
