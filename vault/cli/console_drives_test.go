@@ -192,18 +192,6 @@ func TestConsoleDrivesInTmux(t *testing.T) {
 		}
 	})
 
-	for tt.alive() {
-		tt.keys("q")
-		time.Sleep(100 * time.Millisecond)
-	}
-	if b, _ := os.ReadFile(rc); strings.TrimSpace(string(b)) != "0" {
-		e, _ := os.ReadFile(filepath.Join(work, "stderr"))
-		t.Fatalf("drawbridge console exited %q: %s", b, e)
-	}
-	r := drawbridge(t, bin, "journal", "--store", storeDir)
-	for _, typ := range []string{"console-unlock-failed", "console-restore-drive", "console-export"} {
-		if !strings.Contains(r.stdout, typ+" ") {
-			t.Errorf("journal lacks %s:\n%s", typ, r.stdout)
-		}
-	}
+	quitConsole(t, tt, rc, work)
+	journalHas(t, bin, storeDir, "console-unlock-failed", "console-restore-drive", "console-export")
 }

@@ -181,7 +181,16 @@ func TestConsoleInTmux(t *testing.T) {
 	tt.keys("End")
 	tt.waitFor(5*time.Second, fmt.Sprintf("%d/%d", bigN, bigN), fmt.Sprintf("f%05d", bigN-1))
 
-	// q walks back to the status screen, and q there leaves.
+	quitConsole(t, tt, rc, work)
+	// Every console action is in the journal.
+	journalHas(t, bin, storeDir, "console-unlock-failed", "console-unlock", "console-browse", "console-restore")
+}
+
+// quitConsole presses q until the console walks back to the status screen
+// and leaves, and checks that it exited with status 0 (written to rc; its
+// standard error is work/stderr).
+func quitConsole(t *testing.T, tt *tmuxTerm, rc, work string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for tt.alive() && time.Now().Before(deadline) {
 		if strings.Contains(tt.screen(), "q quit") {
@@ -199,10 +208,13 @@ func TestConsoleInTmux(t *testing.T) {
 		e, _ := os.ReadFile(filepath.Join(work, "stderr"))
 		t.Fatalf("drawbridge console exited %q: %s", b, e)
 	}
+}
 
-	// Every console action is in the journal.
+// journalHas checks that the store's journal holds a record of each type.
+func journalHas(t *testing.T, bin, storeDir string, types ...string) {
+	t.Helper()
 	r := drawbridge(t, bin, "journal", "--store", storeDir)
-	for _, typ := range []string{"console-unlock-failed", "console-unlock", "console-browse", "console-restore"} {
+	for _, typ := range types {
 		if !strings.Contains(r.stdout, typ+" ") {
 			t.Errorf("journal lacks %s:\n%s", typ, r.stdout)
 		}
@@ -291,20 +303,8 @@ func TestConsoleScreensInTmux(t *testing.T) {
 	tt.keys("Escape")
 	tt.waitFor(5*time.Second, "Snapshots of home")
 
-	for tt.alive() {
-		tt.keys("q")
-		time.Sleep(100 * time.Millisecond)
-	}
-	if b, _ := os.ReadFile(rc); strings.TrimSpace(string(b)) != "0" {
-		e, _ := os.ReadFile(filepath.Join(work, "stderr"))
-		t.Fatalf("drawbridge console exited %q: %s", b, e)
-	}
-	r := drawbridge(t, bin, "journal", "--store", storeDir)
-	for _, typ := range []string{"console-verify", "console-unlock", "console-diff"} {
-		if !strings.Contains(r.stdout, typ+" ") {
-			t.Errorf("journal lacks %s:\n%s", typ, r.stdout)
-		}
-	}
+	quitConsole(t, tt, rc, work)
+	journalHas(t, bin, storeDir, "console-verify", "console-unlock", "console-diff")
 	if r := drawbridge(t, bin, "verify", "--store", storeDir); r.code != 0 {
 		t.Fatalf("verify after the console: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
