@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"unicode/utf8"
@@ -16,12 +17,11 @@ const RecordAdminChangeFailed = "console-admin-change-failed"
 // settings: the current one, then the new one twice. Nothing typed is
 // shown, and every buffer is cleared as soon as it is no longer needed.
 type adminChange struct {
-	step      int // 0 the current one, 1 the new one, 2 the new one again
-	bufs      [3][]byte
-	busy      bool
-	msg       string
-	bad       bool
-	cancelled bool
+	step int // 0 the current one, 1 the new one, 2 the new one again
+	bufs [3][]byte
+	busy bool
+	msg  string
+	bad  bool
 }
 
 var adminSteps = [3]string{"Current admin passphrase: ", "New admin passphrase:     ", "The new one again:        "}
@@ -63,7 +63,7 @@ func (m *Model) keyAdminChange(k Key) []Cmd {
 			return nil
 		}
 		cur, next, again := a.bufs[0], a.bufs[1], a.bufs[2]
-		if string(next) != string(again) {
+		if !bytes.Equal(next, again) {
 			clear(next)
 			clear(again)
 			a.bufs[1], a.bufs[2] = nil, nil

@@ -870,21 +870,8 @@ func (d *driveScreens) keyAdminPass(m *Model, k Key) []Cmd {
 	case "Esc":
 		d.close(m)
 		m.say("import cancelled: nothing changed")
-	case "Backspace":
-		if len(d.pass) > 0 {
-			i := len(d.pass) - 1
-			for i > 0 && d.pass[i]&0xC0 == 0x80 {
-				i--
-			}
-			d.pass = d.pass[:i]
-		}
-	case "Rune":
-		if d.pass == nil {
-			d.pass = make([]byte, 0, maxPassphrase) // never copied to a larger array
-		}
-		if len(d.pass)+utf8.UTFMax <= cap(d.pass) {
-			d.pass = utf8.AppendRune(d.pass, k.Rune)
-		}
+	case "Backspace", "Rune":
+		d.pass = editSecret(d.pass, k)
 	case "Enter":
 		if len(d.pass) == 0 {
 			return nil
