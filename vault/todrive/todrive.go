@@ -5,11 +5,14 @@
 // Before writing anything it checks that the drive has room (the files'
 // sizes rounded up to the drive's block size, plus a margin) and refuses
 // with both numbers otherwise. While writing it reports progress (bytes,
-// rate, ETA) and flushes the drive every few seconds, so that a drive
-// pulled out is noticed within seconds, as ErrDriveGone, rather than at
-// the end. At the end it flushes, drops the written files from the page
-// cache and reads every one back, comparing it with the hash taken while
-// writing; files that differ are listed by path.
+// rate, ETA) and flushes the drive four times a second, so that a drive
+// pulled out is noticed within a second, as ErrDriveGone, rather than at
+// the end. Every file is read back from the drive (O_DIRECT, not from the
+// page cache) and compared with the hash taken while writing; files that
+// differ are listed by path. A file is read back as soon as a flush has
+// put it on the drive, while later ones are written, so the drive reads
+// while the vault decrypts; what the last flush put there is read back
+// after it.
 //
 // The console calls it with a drive mounted by hw/usb:
 //
@@ -38,7 +41,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -47,6 +49,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
@@ -105,8 +108,13 @@ type Options struct {
 	Owners  bool
 	Workers int // 0 means GOMAXPROCS
 	// SyncEvery is how many bytes may be written between flushes of the
-	// drive; 0 means 64 MiB. A flush also runs every second of writing.
+	// drive; 0 means 64 MiB. A flush also runs every FlushInterval of
+	// writing.
 	SyncEvery int64
+	// FlushInterval is the longest time written data waits for a flush;
+	// 0 means 250ms. Frequent flushes keep the drive writing while the
+	// vault reads and decrypts, and leave little to write at the end.
+	FlushInterval time.Duration
 	// NoVerify skips the read-back (for a benchmark of writing alone).
 	NoVerify bool
 	// Present, when set, reports whether the drive is still plugged in
@@ -133,7 +141,11 @@ type Report struct {
 	VerifiedBytes  int64      // their bytes
 	Mismatches     []Mismatch // files that read back differently, sorted by Path
 	WriteSeconds   float64    // writing, with the flushes
-	VerifySeconds  float64    // reading back
+	VerifySeconds  float64    // reading back what was left after writing
+	// ReadWhileWriting is how many bytes were read back while writing:
+	// files a flush had put on the drive, checked while later ones were
+	// written.
+	ReadWhileWriting int64
 }
 
 // Restore writes the subtree at subpath of the snapshot tree root into a
@@ -150,6 +162,9 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 	}
 	if o.SyncEvery <= 0 {
 		o.SyncEvery = 64 << 20
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = 250 * time.Millisecond
 	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
@@ -194,14 +209,34 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 	target := filepath.Join(drive, name)
 	rep.Dir = target
 
-	// Write, flushing as it goes.
+	// Write, flushing as it goes. Files a flush covered are read back
+	// while later ones are written; the rest after the last flush.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var done atomic.Int64
 	var mu sync.Mutex
 	var written []writtenFile
+	c, err := newChecker(ctx, cancel, target, rep, o.classify)
+	if err != nil {
+		return rep, fmt.Errorf("restore to drive: %w", classify(err))
+	}
+	defer c.close()
+	if o.NoVerify {
+		c = nil
+	}
 	stopProgress := o.report(PhaseWrite, size.Bytes, done.Load)
-	stopSync := flusher(ctx, cancel, target, &done, o.SyncEvery, o.classify)
+	stopSync := o.flusher(ctx, cancel, target, done.Load, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(written)
+	}, func(covered int) {
+		if c != nil {
+			mu.Lock()
+			files := written[c.queued:covered]
+			mu.Unlock()
+			c.queue(files)
+		}
+	})
 	start := o.Now()
 	res, err := restore.Restore(ctx, src, root, subpath, target, restore.Options{
 		Owners:   o.Owners,
@@ -226,6 +261,9 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 		err = syncfs(target)
 	}
 	rep.WriteSeconds = o.Now().Sub(start).Seconds()
+	if c != nil {
+		rep.ReadWhileWriting = c.done.Load()
+	}
 	stopProgress(err == nil)
 	if err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, ErrDriveGone) {
@@ -233,20 +271,19 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 		}
 		return rep, fmt.Errorf("restore to drive: %w", o.classify(err))
 	}
-	if o.NoVerify {
+	if c == nil {
 		return rep, nil
 	}
 
-	// Read everything back from the drive.
-	slices.SortFunc(written, func(a, b writtenFile) int { return strings.Compare(a.rel, b.rel) })
+	// Read back what no flush covered while writing, with every worker.
 	var total int64
 	for _, w := range written {
 		total += w.size
 	}
-	done.Store(0)
-	stopProgress = o.report(PhaseVerify, total, done.Load)
+	stopProgress = o.report(PhaseVerify, total, c.done.Load)
 	start = o.Now()
-	err = verify(ctx, target, written, o.Workers, &done, rep, o.classify)
+	c.queue(written[c.queued:])
+	err = c.finish(o.Workers)
 	rep.VerifySeconds = o.Now().Sub(start).Seconds()
 	stopProgress(err == nil)
 	if err != nil {
@@ -323,19 +360,22 @@ func syncfs(dir string) error {
 	return nil
 }
 
-// flusher flushes the drive whenever every more bytes were written, and
-// each second while something was, so a pulled drive is noticed early and
-// the page cache never holds much that the drive does not. A failed flush
-// cancels the restore with ErrDriveGone (or whatever classify makes of
-// it). The returned function stops it and returns that error.
-func flusher(ctx context.Context, cancel context.CancelCauseFunc, dir string, done *atomic.Int64, every int64, classify func(error) error) func() error {
+// flusher flushes the drive whenever SyncEvery more bytes were written,
+// and every FlushInterval while something was, so a pulled drive is
+// noticed early and the page cache never holds much that the drive does
+// not. After each flush it calls flushed with what count returned just
+// before the flush began: the files complete by then are on the drive. A
+// failed flush cancels the restore with ErrDriveGone (or whatever
+// classify makes of it). The returned function stops it and returns that
+// error.
+func (o *Options) flusher(ctx context.Context, cancel context.CancelCauseFunc, dir string, done func() int64, count func() int, flushed func(int)) func() error {
 	stop := make(chan struct{})
 	finished := make(chan error, 1)
 	go func() {
-		var flushed int64
-		t := time.NewTicker(100 * time.Millisecond)
+		var bytes int64
+		t := time.NewTicker(min(50*time.Millisecond, o.FlushInterval))
 		defer t.Stop()
-		last := time.Now()
+		last := o.Now()
 		for {
 			select {
 			case <-stop:
@@ -346,17 +386,19 @@ func flusher(ctx context.Context, cancel context.CancelCauseFunc, dir string, do
 				return
 			case <-t.C:
 			}
-			n := done.Load()
-			if n-flushed < every && (n == flushed || time.Since(last) < time.Second) {
+			n := done()
+			if n == bytes || n-bytes < o.SyncEvery && o.Now().Sub(last) < o.FlushInterval {
 				continue
 			}
+			covered := count()
 			if err := syncfs(dir); err != nil {
-				err = classify(err)
+				err = o.classify(err)
 				cancel(err)
 				finished <- err
 				return
 			}
-			flushed, last = n, time.Now()
+			bytes, last = n, o.Now()
+			flushed(covered)
 		}
 	}()
 	return func() error {
@@ -410,91 +452,164 @@ func (o *Options) report(phase string, total int64, done func() int64) func(comp
 	}
 }
 
-// verify reads every written file back from the drive, after dropping it
-// from the page cache, and compares size and hash.
-func verify(ctx context.Context, target string, files []writtenFile, workers int, done *atomic.Int64, rep *Report, classify func(error) error) error {
+// checker reads written files back from the drive: one goroutine while
+// the restore writes (the drive's reading overlaps the vault's work), then
+// more for what is left at the end. A file that differs goes into the
+// report's mismatches; an error reading that means the drive went away
+// cancels the restore.
+type checker struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	root   *os.Root
+	rep    *Report
+	class  func(error) error
+	done   atomic.Int64 // bytes read back
+	queued int          // files handed to queue so far
+
+	mu    sync.Mutex // guards rep's verify fields and failed
+	files chan writtenFile
+	wg    sync.WaitGroup
+	fail  error
+}
+
+func newChecker(ctx context.Context, cancel context.CancelCauseFunc, target string, rep *Report, classify func(error) error) (*checker, error) {
 	r, err := os.OpenRoot(target)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer r.Close()
-	jobs := make(chan int)
-	var mu sync.Mutex
-	var firstErr error
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range workers {
-		wg.Go(func() {
-			buf := make([]byte, 1<<20)
-			for i := range jobs {
-				f := files[i]
-				err := readBack(ctx, r, f, buf, done)
-				mu.Lock()
+	c := &checker{ctx: ctx, cancel: cancel, root: r, rep: rep, class: classify, files: make(chan writtenFile, 1<<16)}
+	c.work(1)
+	return c, nil
+}
+
+// queue hands files to the readers; queue is called from one goroutine
+// at a time (the flusher, then Restore after it stopped).
+func (c *checker) queue(files []writtenFile) {
+	for _, f := range files {
+		select {
+		case c.files <- f:
+		case <-c.ctx.Done():
+			return
+		}
+	}
+	c.queued += len(files)
+}
+
+func (c *checker) work(n int) {
+	for range n {
+		c.wg.Go(func() {
+			buf := alignedBuffer(1 << 20)
+			for f := range c.files {
+				if c.ctx.Err() != nil {
+					continue
+				}
+				err := readBack(c.ctx, c.root, f, buf, &c.done)
+				c.mu.Lock()
 				switch {
 				case err == nil:
-					rep.Verified++
-					rep.VerifiedBytes += f.size
-				case errors.Is(classify(err), ErrDriveGone), ctx.Err() != nil:
-					if firstErr == nil {
-						firstErr = err
+					c.rep.Verified++
+					c.rep.VerifiedBytes += f.size
+				case errors.Is(c.class(err), ErrDriveGone), c.ctx.Err() != nil:
+					if c.fail == nil {
+						c.fail = err
+						c.cancel(c.class(err))
 					}
-					cancel()
 				default:
-					rep.Mismatches = append(rep.Mismatches, Mismatch{Path: f.rel, Err: err})
+					c.rep.Mismatches = append(c.rep.Mismatches, Mismatch{Path: f.rel, Err: err})
 				}
-				mu.Unlock()
+				c.mu.Unlock()
 			}
 		})
 	}
-	for i := range files {
-		select {
-		case jobs <- i:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	slices.SortFunc(rep.Mismatches, func(a, b Mismatch) int { return strings.Compare(a.Path, b.Path) })
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = context.Cause(ctx)
-	}
-	return firstErr
 }
 
+// finish adds workers-1 readers, waits until everything queued was read
+// back, and returns what stopped it early, if anything.
+func (c *checker) finish(workers int) error {
+	c.work(workers - 1)
+	close(c.files)
+	c.wg.Wait()
+	c.files = nil
+	slices.SortFunc(c.rep.Mismatches, func(a, b Mismatch) int { return strings.Compare(a.Path, b.Path) })
+	if c.fail == nil && c.ctx.Err() != nil {
+		return context.Cause(c.ctx)
+	}
+	return c.fail
+}
+
+// close stops the readers if finish did not run, and releases the drive.
+func (c *checker) close() {
+	if c.files != nil {
+		c.cancel(context.Canceled)
+		close(c.files)
+		c.wg.Wait()
+	}
+	c.root.Close()
+}
+
+// readBack reads w back from the drive and compares its size and hash.
+// It reads with O_DIRECT where the drive's filesystem allows it (vfat,
+// exfat and ext4 do): the bytes come from the medium in requests of
+// len(buf), not through the page cache and its read-ahead, which costs a
+// copy and, on a slow machine, more time than the reading. Where O_DIRECT
+// is refused (a FUSE driver), or a read stops at an offset it cannot take,
+// the rest is read through the page cache, dropped from it first so that
+// the reads still come from the drive. buf must be aligned for O_DIRECT
+// (alignedBuffer).
 func readBack(ctx context.Context, r *os.Root, w writtenFile, buf []byte, done *atomic.Int64) error {
-	f, err := r.OpenFile(w.rel, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	f, err := r.OpenFile(w.rel, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_DIRECT, 0)
+	direct := err == nil
+	if errors.Is(err, unix.EINVAL) {
+		f, err = r.OpenFile(w.rel, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	}
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	fd := int(f.Fd())
-	// The pages are clean after the flush; dropping them makes the reads
-	// below come from the drive. Dropped again after, to leave the cache
-	// to the vault.
-	unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
-	defer unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
+	defer func() { f.Close() }()
+	cached := func() error {
+		// The pages are clean after the flush; dropping them makes the
+		// reads below come from the drive. Dropped again at the end,
+		// to leave the cache to the vault.
+		fd := int(f.Fd())
+		unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
+		return unix.Fadvise(fd, 0, 0, unix.FADV_SEQUENTIAL)
+	}
+	if !direct {
+		cached()
+		defer unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	}
 	h := xxhash.New()
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		m, err := f.Read(buf)
-		if m > 0 {
-			h.Write(buf[:m])
-			n += int64(m)
-			done.Add(int64(m))
+		m, err := unix.Pread(int(f.Fd()), buf, n)
+		if err == unix.EINTR {
+			continue
 		}
-		if err == io.EOF {
-			break
+		if direct && err == unix.EINVAL {
+			// An offset O_DIRECT cannot take (after a short read that
+			// was not the end): the rest through the page cache.
+			g, oerr := r.OpenFile(w.rel, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+			if oerr != nil {
+				return oerr
+			}
+			f.Close()
+			f, direct = g, false
+			cached()
+			defer unix.Fadvise(int(g.Fd()), 0, 0, unix.FADV_DONTNEED)
+			continue
 		}
 		if err != nil {
-			return err
+			return &os.PathError{Op: "read", Path: w.rel, Err: err}
 		}
+		if m == 0 {
+			break
+		}
+		h.Write(buf[:m])
+		n += int64(m)
+		done.Add(int64(m))
 	}
 	if n != w.size {
 		return fmt.Errorf("read back %d bytes, wrote %d", n, w.size)
@@ -503,4 +618,15 @@ func readBack(ctx context.Context, r *os.Root, w writtenFile, buf []byte, done *
 		return errors.New("content read back differs from what was written")
 	}
 	return nil
+}
+
+// alignedBuffer returns n bytes aligned for O_DIRECT on any drive (4096).
+func alignedBuffer(n int) []byte {
+	const align = 4096
+	b := make([]byte, n+align)
+	off := 0
+	if r := int(uintptr(unsafe.Pointer(&b[0])) & (align - 1)); r != 0 {
+		off = align - r
+	}
+	return b[off : off+n : off+n]
 }

@@ -289,6 +289,9 @@ func TestRestoreToDrive(t *testing.T) {
 					last[p.Phase] = p
 					mu.Unlock()
 				},
+				// Flushes as often as it can: files are read back
+				// while others are written.
+				FlushInterval: time.Millisecond,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -320,10 +323,14 @@ func TestRestoreToDrive(t *testing.T) {
 					t.Errorf("last %s progress %+v, want done = total = %d", ph, p, rep.Bytes)
 				}
 			}
+			if rep.ReadWhileWriting <= 0 || rep.ReadWhileWriting > rep.Bytes {
+				t.Errorf("%d bytes read back while writing, of %d", rep.ReadWhileWriting, rep.Bytes)
+			}
 			if rep.Needed > rep.Free || rep.Needed < rep.Bytes {
 				t.Errorf("needed %d, free %d, bytes %d", rep.Needed, rep.Free, rep.Bytes)
 			}
-			t.Logf("%s: %d bytes written in %.2fs, verified in %.2fs", fstype, rep.Bytes, rep.WriteSeconds, rep.VerifySeconds)
+			t.Logf("%s: %d bytes written in %.2fs (%d read back meanwhile), the rest verified in %.2fs",
+				fstype, rep.Bytes, rep.WriteSeconds, rep.ReadWhileWriting, rep.VerifySeconds)
 		})
 	}
 }
@@ -389,23 +396,29 @@ func TestDrivePulled(t *testing.T) {
 	t.Run("ext4 while verifying", func(t *testing.T) { pull(t, v, "ext4", todrive.PhaseVerify) })
 }
 
-// pull takes the drive away once the restore is into phase.
+// pull takes the drive away once the restore is into phase. To pull it
+// while verifying, no flush runs before the end of the writing, so that
+// everything is read back after it rather than while writing.
 func pull(t *testing.T, v *vault, fstype, phase string) {
 	m, _ := drive(t, 512<<20, fstype)
 	dev := m.Partition.Path
 	pulled := make(chan struct{})
 	var once sync.Once
 	errc := make(chan error, 1)
+	o := todrive.Options{
+		Interval: 10 * time.Millisecond,
+		Present:  m.Present,
+		Progress: func(p todrive.Progress) {
+			if p.Phase == phase && p.Done > 24<<20 && p.Done < p.Total {
+				once.Do(func() { close(pulled) })
+			}
+		},
+	}
+	if phase == todrive.PhaseVerify {
+		o.SyncEvery, o.FlushInterval = 1<<40, time.Hour
+	}
 	go func() {
-		_, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, m.Root(), "restore", todrive.Options{
-			Interval: 10 * time.Millisecond,
-			Present:  m.Present,
-			Progress: func(p todrive.Progress) {
-				if p.Phase == phase && p.Done > 24<<20 && p.Done < p.Total {
-					once.Do(func() { close(pulled) })
-				}
-			},
-		})
+		_, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, m.Root(), "restore", o)
 		errc <- err
 	}()
 	select {

@@ -2,7 +2,9 @@ package todrive
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -38,8 +40,15 @@ func TestVerifyMismatch(t *testing.T) {
 		}
 	}
 	rep := &Report{}
-	var done atomic.Int64
-	if err := verify(context.Background(), dir, files, 2, &done, rep, classify); err != nil {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	c, err := newChecker(ctx, cancel, dir, rep, classify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	c.queue(files[:1])
+	c.queue(files[1:])
+	if err := c.finish(2); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -91,5 +100,49 @@ func TestDirName(t *testing.T) {
 	}
 	if got := DirName("../x", at); got != "drawbridge-restore-___x-20261127-1203" {
 		t.Errorf("DirName of a hostile id = %q", got)
+	}
+}
+
+// TestReadBackSizes reads files of awkward sizes back, with O_DIRECT in
+// buffers it takes and, with a buffer length O_DIRECT refuses, through
+// the page cache instead; both see every byte, and a changed byte.
+func TestReadBackSizes(t *testing.T) {
+	dir := t.TempDir()
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, size := range []int{0, 1, 511, 4096, 4097, 1 << 20, 1<<20 + 1, 3<<20 - 7} {
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = byte(i*7 + i>>9)
+		}
+		name := fmt.Sprintf("f%d", size)
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := xxhash.Sum64(b)
+		w := writtenFile{name, int64(size), binary.BigEndian.AppendUint64(nil, sum)}
+		for _, buf := range [][]byte{alignedBuffer(1 << 20), alignedBuffer(4096), alignedBuffer(1000)} {
+			var done atomic.Int64
+			if err := readBack(context.Background(), r, w, buf, &done); err != nil {
+				t.Errorf("%d bytes, buffer %d: %v", size, len(buf), err)
+			}
+			if done.Load() != int64(size) {
+				t.Errorf("%d bytes, buffer %d: %d counted", size, len(buf), done.Load())
+			}
+		}
+		if size == 0 {
+			continue
+		}
+		b[size/2] ^= 1
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+		for _, buf := range [][]byte{alignedBuffer(1 << 20), alignedBuffer(1000)} {
+			var done atomic.Int64
+			if err := readBack(context.Background(), r, w, buf, &done); err == nil {
+				t.Errorf("%d bytes with a changed byte, buffer %d: read back as written", size, len(buf))
+			}
+		}
 	}
 }
