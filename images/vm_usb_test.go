@@ -4,6 +4,7 @@ package images
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,19 +15,25 @@ import (
 	"time"
 
 	"drawbridge/vault/admin"
+	"drawbridge/vault/console"
+	"drawbridge/vault/journal"
 	"drawbridge/vault/store"
 )
 
 // TestConsoleUSBInVM boots the appliance with a store holding one
-// snapshot and an emulated USB stick (FAT, as sticks come), and drives the
-// full-screen console on the serial line as a person at the box would:
-// unlock with the restore passphrase (a wrong one first), find a file,
-// restore it to the stick, export the snapshot to the stick, open the
-// settings with the admin passphrase, write the sources' authorized_keys
-// lines to the stick and import the configuration on it, power off. Then
-// the host reads the stick and the data disk: the restored file matches the
+// snapshot and two emulated USB sticks, the first FAT (as sticks come) and
+// the second blank, and drives the full-screen console on the serial line
+// as a person at the box would: unlock with the restore passphrase (a wrong
+// one first), find a file, restore it to the first stick, export the
+// snapshot to it, open the settings with the admin passphrase, write the
+// sources' authorized_keys lines to it and import the configuration on it,
+// then format the second stick as exfat from the status screen's drive
+// list, typing the confirmation the console shows, and power off. Then the
+// host reads the sticks and the data disk: the restored file matches the
 // source, drawbridge-verify accepts the export, the key file holds what
-// authorized-key prints, and the imported configuration is installed.
+// authorized-key prints, the imported configuration is installed, the
+// second stick holds an exfat filesystem labelled DRAWBRIDGE, and the
+// journal holds the format.
 //
 // QEMU runs in a tmux pane of the console's size, so that the test reads
 // the screen as it is drawn, not the stream of cursor moves.
@@ -37,6 +44,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 		Requirement{"mcopy", "mtools"},
 		Requirement{"mke2fs", "e2fsprogs"},
 		Requirement{"debugfs", "e2fsprogs"},
+		Requirement{"blkid", "util-linux"},
 	))
 	a := image(t, "prod", false)
 	work := t.TempDir()
@@ -77,14 +85,22 @@ func TestConsoleUSBInVM(t *testing.T) {
 	newConfig := strings.Replace(vmConfig, `start = "02:00"`, `start = "03:30"`, 1)
 	writeFile(t, filepath.Join(work, "drawbridge.toml"), newConfig)
 	sh(t, "mcopy", "-i", stick, filepath.Join(work, "drawbridge.toml"), "::/drawbridge.toml")
+	// The second stick is blank, as a new one or one holding nothing
+	// Drawbridge reads may be: the console offers only to format it, so
+	// nothing above can land on it by mistake. It is larger than the
+	// first, so that the size in the confirmation tells which drive the
+	// console is about to erase.
+	blank := filepath.Join(work, "blank.img")
+	must(t, os.WriteFile(blank, nil, 0o644))
+	must(t, os.Truncate(blank, 96<<20))
 
 	// QEMU in a tmux pane of 80x24, the size the console takes on a
 	// serial line that reports none.
 	sock := filepath.Join(work, "tmux.sock")
 	qmp := filepath.Join(work, "qmp")
 	log := filepath.Join(work, "serial.log")
-	cmd := fmt.Sprintf("./qemu --out %s --data %s --stick %s --qmp %s 2>&1 | tee %s",
-		filepath.Dir(a.Kernel), data, stick, qmp, log)
+	cmd := fmt.Sprintf("./qemu --out %s --data %s --stick %s --stick %s --qmp %s 2>&1 | tee %s",
+		filepath.Dir(a.Kernel), data, stick, blank, qmp, log)
 	tt := &vmTmux{t: t, sock: sock}
 	tt.run("new-session", "-d", "-s", "vm", "-x", "80", "-y", "24", cmd)
 	tt.run("set-option", "-t", "vm", "status", "off")
@@ -120,9 +136,9 @@ func TestConsoleUSBInVM(t *testing.T) {
 	tt.keys("Enter")
 	tt.waitFor(10*time.Second, "hello.txt", "notes.txt")
 
-	// Restore hello.txt to the stick: on the appliance r offers the drives.
+	// Restore hello.txt to the first stick: on the appliance r offers the drives.
 	tt.keys("r")
-	tt.waitFor(30*time.Second, "Restore to a USB drive", "sda")
+	tt.waitFor(30*time.Second, "Restore to a USB drive", "STICK")
 	tt.toStick(2*time.Minute, "restored", "1 files identical", "pull it out now")
 
 	// Export the snapshot, plain files, to the same stick.
@@ -130,7 +146,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 	tt.keys("e")
 	tt.waitFor(10*time.Second, "p  plain files")
 	tt.keys("p")
-	tt.waitFor(30*time.Second, "to a USB drive", "sda")
+	tt.waitFor(30*time.Second, "to a USB drive", "STICK")
 	tt.toStick(3*time.Minute, "exported", "pull it out now")
 
 	// The settings, behind the admin passphrase: the keys, and each
@@ -142,7 +158,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 	tt.keys("Enter")
 	tt.waitFor(3*time.Minute, "Settings", "ssh key   ssh-ed25519 ")
 	tt.keys("a")
-	tt.waitFor(30*time.Second, "Write the authorized_keys lines", "sda")
+	tt.waitFor(30*time.Second, "Write the authorized_keys lines", "STICK")
 	tt.toStick(2*time.Minute, "wrote the authorized_keys lines", "pull it out now")
 
 	// Import the configuration on the stick: the change, y, the admin
@@ -159,7 +175,31 @@ func TestConsoleUSBInVM(t *testing.T) {
 	tt.waitFor(3*time.Minute, "is installed in /data/drawbridge.toml")
 	tt.keys("Enter")
 
-	// Power off from the console; the stick is read on the host after.
+	// Format the blank stick: u on the status screen lists the drives, f
+	// on its row asks for the filesystem, and the confirmation to type,
+	// which names the drive's model and size, is read off the screen as a
+	// person reads it.
+	tt.home()
+	tt.keys("u")
+	tt.waitFor(30*time.Second, "USB drives", "(no filesystem: f formats it)", "STICK")
+	tt.pick("(no filesystem")
+	tt.keys("f")
+	tt.waitFor(10*time.Second, "Which filesystem?", "1  exfat")
+	tt.keys("1")
+	tt.waitFor(10*time.Second, "Formatting ERASES EVERYTHING", "To go on, type exactly:")
+	conf := regexp.MustCompile(`format (sd[a-z]+) (\S[^|]*?) (\d+\.\d [KMGTPE]iB)`).FindStringSubmatch(tt.screen())
+	if conf == nil || conf[3] != "96.0 MiB" {
+		t.Fatalf("the confirmation does not name the 96 MiB stick: %q\n%s", conf, tt.screen())
+	}
+	blankDev := conf[1]
+	tt.text(conf[0])
+	tt.keys("Enter")
+	tt.waitFor(time.Minute, "formatted as exfat, labelled "+console.FormatLabel, "press any key")
+	tt.keys("Enter")
+	// The list, read again, shows the new filesystem on the drive.
+	tt.waitFor(30*time.Second, fmt.Sprintf("%-10s %-6s %s", blankDev, "exfat", console.FormatLabel))
+
+	// Power off from the console; the sticks are read on the host after.
 	tt.home()
 	tt.keys("p")
 	tt.waitFor(10*time.Second, "o  power off")
@@ -170,6 +210,12 @@ func TestConsoleUSBInVM(t *testing.T) {
 	deadline := time.Now().Add(powerOffTimeout)
 	for tt.alive() && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The blank stick is exfat now, labelled as the console labels; the
+	// first stick is read below as it was before.
+	if got := sh(t, "blkid", "-p", "-o", "export", blank); !strings.Contains(got, "\nTYPE=exfat\n") || !strings.Contains(got, "\nLABEL="+console.FormatLabel+"\n") {
+		t.Errorf("the formatted stick:\n%s", got)
 	}
 
 	out := filepath.Join(work, "stick")
@@ -206,6 +252,29 @@ func TestConsoleUSBInVM(t *testing.T) {
 	}
 	if got := sh(t, "debugfs", "-R", "cat /drawbridge.toml.previous", data); got != vmConfig {
 		t.Errorf("the previous configuration:\n%s", got)
+	}
+	// The format is journaled in the store on the data disk, copied out
+	// of the filesystem image to be read.
+	copied := filepath.Join(work, "copied")
+	must(t, os.MkdirAll(copied, 0o755))
+	t.Cleanup(func() { exec.Command("chattr", "-R", "-i", copied).Run() })
+	sh(t, "debugfs", "-R", "rdump /store "+copied, data)
+	s, err = store.Open(filepath.Join(copied, "store"), store.Options{JournalOnly: true})
+	must(t, err)
+	type formatted struct{ Drive, FSType string }
+	var formats []formatted
+	must(t, s.Journal().Scan(func(r journal.Record) error {
+		if r.Type != console.RecordFormat {
+			return nil
+		}
+		var f formatted
+		err := json.Unmarshal(r.Data, &f)
+		formats = append(formats, f)
+		return err
+	}))
+	s.Close()
+	if want := (formatted{blankDev, "exfat"}); len(formats) != 1 || formats[0] != want {
+		t.Errorf("the %s records in the journal: %+v, want one %+v", console.RecordFormat, formats, want)
 	}
 	vout, err := exec.Command(verify, exports[0]).CombinedOutput()
 	if err != nil || !regexp.MustCompile(`valid: \d+ entries, 2 files`).Match(vout) {
@@ -283,14 +352,13 @@ func (tt *vmTmux) waitFor(timeout time.Duration, want ...string) {
 	}
 }
 
-// toStick picks the stick's partition (the row below drive sda) in the
-// drive list, starts the work, waits for the result to show every one of
-// want, and closes it.
+// toStick picks the first stick's partition, the row with its label
+// STICK, in the drive list (whichever name the kernel gave the stick),
+// starts the work, waits for the result to show every one of want, and
+// closes it.
 func (tt *vmTmux) toStick(timeout time.Duration, want ...string) {
 	tt.t.Helper()
-	tt.pick("sda ")
-	tt.keys("Down")
-	tt.pick("sda ")
+	tt.pick(" STICK ")
 	tt.keys("Enter")
 	tt.waitFor(timeout, want...)
 	tt.keys("Enter")
