@@ -40,20 +40,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
-	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
+	"drawbridge/vault/readback"
 	"drawbridge/vault/restore"
 	"drawbridge/vault/tree"
 
@@ -126,10 +122,7 @@ type Options struct {
 }
 
 // Mismatch is a file that did not read back as written.
-type Mismatch struct {
-	Path string // slash path under the restore directory
-	Err  error
-}
+type Mismatch = readback.Mismatch
 
 // Report says what a restore to a drive did.
 type Report struct {
@@ -209,61 +202,46 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 	target := filepath.Join(drive, name)
 	rep.Dir = target
 
-	// Write, flushing as it goes. Files a flush covered are read back
-	// while later ones are written; the rest after the last flush.
+	// Write, flushing as it goes and reading back what the flushes put
+	// on the drive; the rest after the last flush.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var done atomic.Int64
-	var mu sync.Mutex
-	var written []writtenFile
-	c, err := newChecker(ctx, cancel, target, rep, o.classify)
+	c, err := readback.Start(ctx, cancel, target, readback.Options{
+		SyncEvery:     o.SyncEvery,
+		FlushInterval: o.FlushInterval,
+		Gone:          func(err error) bool { return errors.Is(o.classify(err), ErrDriveGone) },
+		Classify:      o.classify,
+		NoReadBack:    o.NoVerify,
+		Now:           o.Now,
+	})
 	if err != nil {
 		return rep, fmt.Errorf("restore to drive: %w", classify(err))
 	}
-	defer c.close()
-	if o.NoVerify {
-		c = nil
-	}
+	defer c.Close()
 	stopProgress := o.report(PhaseWrite, size.Bytes, done.Load)
-	stopSync := o.flusher(ctx, cancel, target, done.Load, func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(written)
-	}, func(covered int) {
-		if c != nil {
-			mu.Lock()
-			files := written[c.queued:covered]
-			mu.Unlock()
-			c.queue(files)
-		}
-	})
 	start := o.Now()
+	var total int64
 	res, err := restore.Restore(ctx, src, root, subpath, target, restore.Options{
 		Owners:   o.Owners,
 		Workers:  o.Workers,
 		Lenient:  true, // FAT and exFAT hold no symlinks, modes or owners
-		Progress: func(n int64) { done.Add(n) },
-		Hash:     func() hash.Hash { return xxhash.New() },
+		Progress: func(n int64) { done.Add(n); c.Wrote(n) },
+		Hash:     readback.NewHash,
 		Written: func(rel string, size int64, sum []byte) {
-			mu.Lock()
-			written = append(written, writtenFile{rel, size, sum})
-			mu.Unlock()
+			atomic.AddInt64(&total, size)
+			c.Add(readback.File{Rel: rel, Size: size, Sum: sum})
 		},
 	})
-	syncErr := stopSync()
+	syncErr := c.StopFlushing()
 	if res != nil {
 		rep.Report = *res
 	}
 	if err == nil {
 		err = syncErr
 	}
-	if err == nil {
-		err = syncfs(target)
-	}
 	rep.WriteSeconds = o.Now().Sub(start).Seconds()
-	if c != nil {
-		rep.ReadWhileWriting = c.done.Load()
-	}
+	rep.ReadWhileWriting = c.ReadBytes()
 	stopProgress(err == nil)
 	if err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, ErrDriveGone) {
@@ -271,19 +249,16 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 		}
 		return rep, fmt.Errorf("restore to drive: %w", o.classify(err))
 	}
-	if c == nil {
+	if o.NoVerify {
 		return rep, nil
 	}
 
 	// Read back what no flush covered while writing, with every worker.
-	var total int64
-	for _, w := range written {
-		total += w.size
-	}
-	stopProgress = o.report(PhaseVerify, total, c.done.Load)
+	stopProgress = o.report(PhaseVerify, atomic.LoadInt64(&total), c.ReadBytes)
 	start = o.Now()
-	c.queue(written[c.queued:])
-	err = c.finish(o.Workers)
+	found, err := c.Finish(o.Workers)
+	rep.Verified, rep.VerifiedBytes = found.Files, found.Bytes
+	rep.Mismatches = found.Mismatches
 	rep.VerifySeconds = o.Now().Sub(start).Seconds()
 	stopProgress(err == nil)
 	if err != nil {
@@ -310,12 +285,6 @@ func DirName(snapID string, t time.Time) string {
 		return '_'
 	}, id)
 	return "drawbridge-restore-" + id + "-" + t.UTC().Format("20060102-1504")
-}
-
-type writtenFile struct {
-	rel  string
-	size int64
-	sum  []byte
 }
 
 // classify is the package's classify, and ErrDriveGone for any error once
@@ -346,65 +315,6 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
 	return err
-}
-
-func syncfs(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		return fmt.Errorf("flush the drive: %w", err)
-	}
-	return nil
-}
-
-// flusher flushes the drive whenever SyncEvery more bytes were written,
-// and every FlushInterval while something was, so a pulled drive is
-// noticed early and the page cache never holds much that the drive does
-// not. After each flush it calls flushed with what count returned just
-// before the flush began: the files complete by then are on the drive. A
-// failed flush cancels the restore with ErrDriveGone (or whatever
-// classify makes of it). The returned function stops it and returns that
-// error.
-func (o *Options) flusher(ctx context.Context, cancel context.CancelCauseFunc, dir string, done func() int64, count func() int, flushed func(int)) func() error {
-	stop := make(chan struct{})
-	finished := make(chan error, 1)
-	go func() {
-		var bytes int64
-		t := time.NewTicker(min(50*time.Millisecond, o.FlushInterval))
-		defer t.Stop()
-		last := o.Now()
-		for {
-			select {
-			case <-stop:
-				finished <- nil
-				return
-			case <-ctx.Done():
-				finished <- nil
-				return
-			case <-t.C:
-			}
-			n := done()
-			if n == bytes || n-bytes < o.SyncEvery && o.Now().Sub(last) < o.FlushInterval {
-				continue
-			}
-			covered := count()
-			if err := syncfs(dir); err != nil {
-				err = o.classify(err)
-				cancel(err)
-				finished <- err
-				return
-			}
-			bytes, last = n, o.Now()
-			flushed(covered)
-		}
-	}()
-	return func() error {
-		close(stop)
-		return <-finished
-	}
 }
 
 // report calls o.Progress every Interval until the returned function is
@@ -450,183 +360,4 @@ func (o *Options) report(phase string, total int64, done func() int64) func(comp
 		stop <- complete
 		<-stopped
 	}
-}
-
-// checker reads written files back from the drive: one goroutine while
-// the restore writes (the drive's reading overlaps the vault's work), then
-// more for what is left at the end. A file that differs goes into the
-// report's mismatches; an error reading that means the drive went away
-// cancels the restore.
-type checker struct {
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	root   *os.Root
-	rep    *Report
-	class  func(error) error
-	done   atomic.Int64 // bytes read back
-	queued int          // files handed to queue so far
-
-	mu    sync.Mutex // guards rep's verify fields and failed
-	files chan writtenFile
-	wg    sync.WaitGroup
-	fail  error
-}
-
-func newChecker(ctx context.Context, cancel context.CancelCauseFunc, target string, rep *Report, classify func(error) error) (*checker, error) {
-	r, err := os.OpenRoot(target)
-	if err != nil {
-		return nil, err
-	}
-	c := &checker{ctx: ctx, cancel: cancel, root: r, rep: rep, class: classify, files: make(chan writtenFile, 1<<16)}
-	c.work(1)
-	return c, nil
-}
-
-// queue hands files to the readers; queue is called from one goroutine
-// at a time (the flusher, then Restore after it stopped).
-func (c *checker) queue(files []writtenFile) {
-	for _, f := range files {
-		select {
-		case c.files <- f:
-		case <-c.ctx.Done():
-			return
-		}
-	}
-	c.queued += len(files)
-}
-
-func (c *checker) work(n int) {
-	for range n {
-		c.wg.Go(func() {
-			buf := alignedBuffer(1 << 20)
-			for f := range c.files {
-				if c.ctx.Err() != nil {
-					continue
-				}
-				err := readBack(c.ctx, c.root, f, buf, &c.done)
-				c.mu.Lock()
-				switch {
-				case err == nil:
-					c.rep.Verified++
-					c.rep.VerifiedBytes += f.size
-				case errors.Is(c.class(err), ErrDriveGone), c.ctx.Err() != nil:
-					if c.fail == nil {
-						c.fail = err
-						c.cancel(c.class(err))
-					}
-				default:
-					c.rep.Mismatches = append(c.rep.Mismatches, Mismatch{Path: f.rel, Err: err})
-				}
-				c.mu.Unlock()
-			}
-		})
-	}
-}
-
-// finish adds workers-1 readers, waits until everything queued was read
-// back, and returns what stopped it early, if anything.
-func (c *checker) finish(workers int) error {
-	c.work(workers - 1)
-	close(c.files)
-	c.wg.Wait()
-	c.files = nil
-	slices.SortFunc(c.rep.Mismatches, func(a, b Mismatch) int { return strings.Compare(a.Path, b.Path) })
-	if c.fail == nil && c.ctx.Err() != nil {
-		return context.Cause(c.ctx)
-	}
-	return c.fail
-}
-
-// close stops the readers if finish did not run, and releases the drive.
-func (c *checker) close() {
-	if c.files != nil {
-		c.cancel(context.Canceled)
-		close(c.files)
-		c.wg.Wait()
-	}
-	c.root.Close()
-}
-
-// readBack reads w back from the drive and compares its size and hash.
-// It reads with O_DIRECT where the drive's filesystem allows it (vfat,
-// exfat and ext4 do): the bytes come from the medium in requests of
-// len(buf), not through the page cache and its read-ahead, which costs a
-// copy and, on a slow machine, more time than the reading. Where O_DIRECT
-// is refused (a FUSE driver), or a read stops at an offset it cannot take,
-// the rest is read through the page cache, dropped from it first so that
-// the reads still come from the drive. buf must be aligned for O_DIRECT
-// (alignedBuffer).
-func readBack(ctx context.Context, r *os.Root, w writtenFile, buf []byte, done *atomic.Int64) error {
-	f, err := r.OpenFile(w.rel, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_DIRECT, 0)
-	direct := err == nil
-	if errors.Is(err, unix.EINVAL) {
-		f, err = r.OpenFile(w.rel, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-	}
-	if err != nil {
-		return err
-	}
-	defer func() { f.Close() }()
-	cached := func() error {
-		// The pages are clean after the flush; dropping them makes the
-		// reads below come from the drive. Dropped again at the end,
-		// to leave the cache to the vault.
-		fd := int(f.Fd())
-		unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
-		return unix.Fadvise(fd, 0, 0, unix.FADV_SEQUENTIAL)
-	}
-	if !direct {
-		cached()
-		defer unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-	}
-	h := xxhash.New()
-	var n int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		m, err := unix.Pread(int(f.Fd()), buf, n)
-		if err == unix.EINTR {
-			continue
-		}
-		if direct && err == unix.EINVAL {
-			// An offset O_DIRECT cannot take (after a short read that
-			// was not the end): the rest through the page cache.
-			g, oerr := r.OpenFile(w.rel, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-			if oerr != nil {
-				return oerr
-			}
-			f.Close()
-			f, direct = g, false
-			cached()
-			defer unix.Fadvise(int(g.Fd()), 0, 0, unix.FADV_DONTNEED)
-			continue
-		}
-		if err != nil {
-			return &os.PathError{Op: "read", Path: w.rel, Err: err}
-		}
-		if m == 0 {
-			break
-		}
-		h.Write(buf[:m])
-		n += int64(m)
-		done.Add(int64(m))
-	}
-	if n != w.size {
-		return fmt.Errorf("read back %d bytes, wrote %d", n, w.size)
-	}
-	if !slices.Equal(h.Sum(nil), w.sum) {
-		return errors.New("content read back differs from what was written")
-	}
-	return nil
-}
-
-// alignedBuffer returns n bytes aligned for O_DIRECT on any drive (4096).
-func alignedBuffer(n int) []byte {
-	const align = 4096
-	b := make([]byte, n+align)
-	off := 0
-	if r := int(uintptr(unsafe.Pointer(&b[0])) & (align - 1)); r != 0 {
-		off = align - r
-	}
-	return b[off : off+n : off+n]
 }
