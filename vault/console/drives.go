@@ -100,7 +100,7 @@ type DriveReport struct {
 	Dir       string // the new directory at the top of the drive
 	Files     int64
 	Bytes     int64
-	Verified  int64    // files read back identical (the export's: checked against its MANIFEST)
+	Verified  int64    // files read back identical (the sealed copy's: packs)
 	Problems  []string // snapshot damage, what the drive could not hold, what read back wrong
 	// Unmounted says the drive was flushed and unmounted: it can be
 	// pulled out.

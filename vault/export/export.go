@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"drawbridge/vault/export/manifest"
+	"drawbridge/vault/readback"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/tree"
 )
@@ -79,6 +80,13 @@ type Report struct {
 	Verifiers      []string  // verifier builds copied
 	ManifestSHA256 string
 	Seconds        float64
+	// ReadBack and ReadBackBytes count the files read back from the
+	// target identical to what was written, before the MANIFEST was
+	// signed; ReadWhileWriting is how many bytes of them were read while
+	// later files were being written. Mismatches lists those that were
+	// not identical (then Export fails with ErrReadBack).
+	ReadBack, ReadBackBytes, ReadWhileWriting int64
+	Mismatches                                []readback.Mismatch
 }
 
 // Problem is one snapshot path and what went wrong with it.
@@ -92,6 +100,9 @@ var (
 	ErrTargetNotEmpty = errors.New("export target is not empty")
 	// ErrNoSpace: the target filled up; the export has no MANIFEST.
 	ErrNoSpace = errors.New("the export target is full")
+	// ErrReadBack: files read back from the target differ from what was
+	// written; the export has no MANIFEST.
+	ErrReadBack = errors.New("files read back from the export target differ from what was written")
 )
 
 // VerifierNames are the verifier builds an export carries, as `make build`
@@ -144,8 +155,16 @@ func Export(ctx context.Context, src Source, root tree.ID, subpath string, targe
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// The files are flushed as they are written and read back as soon
+	// as a flush has put them on the target: nothing is signed that the
+	// target did not give back.
+	check, err := readback.Start(ctx, cancel, files.Name(), readback.Options{Gone: readback.DriveError, Now: o.Now})
+	if err != nil {
+		return nil, fmt.Errorf("open export directory: %w", err)
+	}
+	defer check.Close()
 	x := &exporter{ctx: ctx, cancel: cancel, src: src, root: root, files: files, o: o, rep: rep,
-		jobs: make(chan job, o.Workers)}
+		jobs: make(chan job, o.Workers), check: check}
 	for range o.Workers {
 		x.wg.Go(x.worker)
 	}
@@ -159,8 +178,20 @@ func Export(ctx context.Context, src Source, root tree.ID, subpath string, targe
 	if err == nil {
 		err = x.failed()
 	}
+	if err == nil {
+		err = check.StopFlushing()
+	}
+	rep.ReadWhileWriting = check.ReadBytes()
 	if err != nil {
 		return rep, err
+	}
+	found, err := check.Finish(o.Workers)
+	rep.ReadBack, rep.ReadBackBytes, rep.Mismatches = found.Files, found.Bytes, found.Mismatches
+	if err != nil {
+		return rep, fmt.Errorf("read the exported files back: %w", err)
+	}
+	if len(found.Mismatches) > 0 {
+		return rep, fmt.Errorf("%w: %d files, the first %q: %v", ErrReadBack, len(found.Mismatches), found.Mismatches[0].Path, found.Mismatches[0].Err)
 	}
 	x.dirMeta()
 	if err := x.recheck(); err != nil {
@@ -294,6 +325,7 @@ type exporter struct {
 	jobs    chan job
 	wg      sync.WaitGroup
 	written atomic.Int64
+	check   *readback.Checker
 
 	mu  sync.Mutex
 	err error
@@ -534,7 +566,7 @@ func (x *exporter) fill(j job, buf []byte) ([]byte, error) {
 		j.me.NotExported = reason(err)
 		return buf, nil
 	}
-	h := seal.NewSHA256()
+	h, back := seal.NewSHA256(), readback.NewHash()
 	var n uint64
 	var bad error
 	put := func(refs []tree.ChunkRef) error {
@@ -559,7 +591,9 @@ func (x *exporter) fill(j job, buf []byte) ([]byte, error) {
 				return fmt.Errorf("export %q: %w", j.rel, err)
 			}
 			h.Write(p)
+			back.Write(p)
 			n += ref.Length
+			x.check.Wrote(int64(ref.Length))
 			if x.o.Progress != nil {
 				x.o.Progress(int64(ref.Length))
 			}
@@ -607,6 +641,7 @@ func (x *exporter) fill(j job, buf []byte) ([]byte, error) {
 	}
 	j.me.SHA256 = hex.EncodeToString(h.Sum(nil))
 	x.written.Add(1)
+	x.check.Add(readback.File{Rel: j.rel, Size: int64(n), Sum: back.Sum(nil)})
 	// Metadata is best effort: FAT holds neither owners nor most modes, and
 	// the verifier checks content only.
 	if x.o.Owners {

@@ -76,8 +76,13 @@ func (v *vault) fingerprint() string { return seal.Fingerprint(v.s.Keys().Identi
 func mustExport(t *testing.T, v *vault) string {
 	t.Helper()
 	target := filepath.Join(t.TempDir(), "usb")
-	if _, err := v.export(t, target); err != nil {
+	rep, err := v.export(t, target)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Every file written was read back before the MANIFEST was signed.
+	if rep.ReadBack != rep.Files || rep.ReadBackBytes != rep.Bytes || len(rep.Mismatches) != 0 {
+		t.Errorf("read back %d files (%d bytes) of %d (%d bytes); mismatches %v", rep.ReadBack, rep.ReadBackBytes, rep.Files, rep.Bytes, rep.Mismatches)
 	}
 	return filepath.Join(target, manifest.Dir)
 }
@@ -495,6 +500,9 @@ func TestVFAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("export to vfat: %d files, %d bytes in %v; %d not exported", rep.Files, rep.Bytes, time.Since(start), len(rep.NotExported))
+	if rep.ReadBack < rep.Files || len(rep.Mismatches) != 0 {
+		t.Errorf("read back %d files of %d; mismatches %v", rep.ReadBack, rep.Files, rep.Mismatches)
+	}
 	not := map[string]string{}
 	for _, p := range rep.NotExported {
 		not[p.Path] = p.Reason
@@ -535,4 +543,54 @@ func BenchmarkExport(b *testing.B) {
 		bytes = rep.Bytes
 	}
 	b.SetBytes(bytes)
+}
+
+// TestVerifyLayout: the layout check the console runs after an export
+// (whose files were read back while exporting) reads no content: a byte
+// changed in place passes it and fails Verify; a file cut short, an extra
+// file and a changed MANIFEST fail both.
+func TestVerifyLayout(t *testing.T) {
+	v := newVault(t, nastyAndRandom)
+	for _, c := range []struct {
+		name       string
+		tamper     func(dir string)
+		layoutOK   bool
+		wantLayout string
+	}{
+		{"byte changed", func(dir string) { flipByte(t, filepath.Join(dir, manifest.FilesDir, "nasty", "big.bin")) }, true, ""},
+		{"cut short", func(dir string) { os.Truncate(filepath.Join(dir, manifest.FilesDir, "nasty", "big.bin"), 10) }, false, "changed: nasty/big.bin (size 10"},
+		{"extra file", func(dir string) { os.WriteFile(filepath.Join(dir, manifest.FilesDir, "added"), nil, 0o644) }, false, "extra: added"},
+		{"manifest changed", func(dir string) { flipByte(t, filepath.Join(dir, manifest.Name)) }, false, "manifest"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := mustExport(t, v)
+			c.tamper(dir)
+			res, err := manifest.VerifyLayout(dir, v.fingerprint())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.OK() != c.layoutOK || !c.layoutOK && !strings.Contains(strings.Join(res.Problems, "\n"), c.wantLayout) {
+				t.Errorf("VerifyLayout: ok %v, problems %q; want ok %v, %q", res.OK(), res.Problems, c.layoutOK, c.wantLayout)
+			}
+			if res.Bytes != 0 {
+				t.Errorf("VerifyLayout hashed %d bytes", res.Bytes)
+			}
+			if full := verify(t, dir, v.fingerprint()); full.OK() {
+				t.Errorf("Verify passes a tampered export")
+			}
+		})
+	}
+}
+
+// flipByte changes the middle byte of the file p in place.
+func flipByte(t *testing.T, p string) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil || len(b) == 0 {
+		t.Fatalf("%s: %v (%d bytes)", p, err, len(b))
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

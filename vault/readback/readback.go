@@ -291,6 +291,20 @@ func (c *Checker) work(n int) {
 	}
 }
 
+// DriveError reports whether err means the drive stopped answering
+// (pulled out, or failing) rather than that one file is wrong: an I/O
+// error, the device gone, a FUSE driver whose device went away
+// (ENOTCONN), or a filesystem turned read-only after errors (EROFS; the
+// drive was written to, so it was mounted read-write).
+func DriveError(err error) bool {
+	for _, e := range []error{unix.EIO, unix.ENODEV, unix.ENXIO, unix.ENOTCONN, unix.ESHUTDOWN, unix.EROFS} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // Syncfs flushes the whole filesystem holding dir: one call instead of an
 // fsync per file, which on a USB drive costs a round trip each.
 func Syncfs(dir string) error {

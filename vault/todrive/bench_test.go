@@ -68,8 +68,9 @@ func BenchmarkRestoreToDrive(b *testing.B) {
 		}
 	})
 	// The plain-file export to the same kind of drive, as the console
-	// makes it: written and flushed, then read back against its signed
-	// MANIFEST from the drive mounted again, read-only (a cold cache).
+	// makes it: written, flushed and read back (export does both), then
+	// its signed MANIFEST checked against the drive mounted again,
+	// read-only (a cold cache).
 	b.Run("export-ext4", func(b *testing.B) {
 		m, _ := drive(b, size.OnDisk(64<<10)*2+256<<20, "ext4")
 		b.SetBytes(size.Bytes)
@@ -88,7 +89,7 @@ func BenchmarkRestoreToDrive(b *testing.B) {
 			m = remount(b, m, true)
 			write += time.Since(start).Seconds()
 			start = time.Now()
-			res, err := manifest.Verify(filepath.Join(target, manifest.Dir), key)
+			res, err := manifest.VerifyLayout(filepath.Join(target, manifest.Dir), key)
 			if err != nil || !res.OK() {
 				b.Fatalf("read back: %v %v", err, res.Problems)
 			}

@@ -303,11 +303,7 @@ func classify(err error) error {
 	switch {
 	case err == nil || errors.Is(err, ErrDriveGone) || errors.Is(err, ErrNoSpace):
 		return err
-	case errors.Is(err, unix.EIO), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO),
-		errors.Is(err, unix.ENOTCONN), errors.Is(err, unix.ESHUTDOWN), errors.Is(err, unix.EROFS):
-		// EROFS: the filesystem was mounted read-write (Restore checks)
-		// and turned read-only after I/O errors. ENOTCONN: a FUSE
-		// driver whose device went away.
+	case readback.DriveError(err):
 		return fmt.Errorf("%w: %w", ErrDriveGone, err)
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)
