@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"drawbridge/hw/usb"
 	"drawbridge/vault/export"
 	"drawbridge/vault/export/manifest"
@@ -53,6 +55,7 @@ func BenchmarkRestoreToDrive(b *testing.B) {
 	b.Logf("tree: %d files, %.1f MB", size.Files, float64(size.Bytes)/1e6)
 
 	b.Run("local", func(b *testing.B) {
+		settle()
 		b.SetBytes(size.Bytes)
 		dir := b.TempDir()
 		i := 0
@@ -64,6 +67,7 @@ func BenchmarkRestoreToDrive(b *testing.B) {
 			}
 			b.StopTimer()
 			os.RemoveAll(target)
+			settle()
 			b.StartTimer()
 		}
 	})
@@ -73,6 +77,7 @@ func BenchmarkRestoreToDrive(b *testing.B) {
 	// read-only (a cold cache).
 	b.Run("export-ext4", func(b *testing.B) {
 		m, _ := drive(b, size.OnDisk(64<<10)*2+256<<20, "ext4")
+		settle()
 		b.SetBytes(size.Bytes)
 		snap := export.Snapshot{VaultID: v.s.Info().VaultID, ID: v.snap.ID, Source: v.snap.Source, Time: v.snap.Time}
 		key := seal.Fingerprint(v.s.Keys().Identity.Public())
@@ -105,6 +110,7 @@ func BenchmarkRestoreToDrive(b *testing.B) {
 	for _, fstype := range []string{"ext4", "exfat", "vfat"} {
 		b.Run(fstype, func(b *testing.B) {
 			m, _ := drive(b, size.OnDisk(64<<10)*2+256<<20, fstype)
+			settle()
 			b.SetBytes(size.Bytes)
 			var write, verify float64
 			i := 0
@@ -143,3 +149,10 @@ func remount(b testing.TB, m *usb.Mounted, readOnly bool) *usb.Mounted {
 	b.Cleanup(func() { m.Unmount() })
 	return m
 }
+
+// settle writes out what the machine still holds dirty (the backup's
+// store, the last run's files) before a timed run, so that no run pays
+// for writing what another left behind: a local restore leaves its files
+// in the page cache, and the kernel writing the backup's store meanwhile
+// would slow it, and not the drives after it.
+func settle() { unix.Sync() }
