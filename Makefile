@@ -54,7 +54,7 @@ bench: ## drawbridge against restic, pulls against a local backup, restore to a 
 	$(GO) run ./cmd/drawbridge-bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench 'Pull|LocalBackup|InProcess' -benchtime 5x ./vault/pull
 	DRAWBRIDGE_BENCH_TREE=$${TMPDIR:-/var/tmp}/drawbridge-bench/$(if $(findstring -quick,$(BENCHFLAGS)),data-quick,data)/tree \
-		$(GO) test -run '^$$' -bench 'RestoreToDrive' -benchtime 3x ./vault/todrive
+		$(GO) test -run '^$$' -bench 'RestoreToDrive|SHA256' -benchtime 3x ./vault/todrive
 	$(GO) test -tags vm -run '^$$' -bench 'InVM' -benchtime 1x -timeout 30m ./images/
 
 demo: ## hosted mode: a store in demo/, back up a demo tree, list, verify, restore
