@@ -223,7 +223,7 @@ func Export(ctx context.Context, src Source, root tree.ID, subpath string, targe
 	sort.Slice(rep.Damaged, func(i, j int) bool { return rep.Damaged[i].Path < rep.Damaged[j].Path })
 
 	// Everything before the MANIFEST must be on the drive before it is.
-	if err := syncDir(filepath.Join(dir, manifest.FilesDir)); err != nil {
+	if err := readback.Syncfs(filepath.Join(dir, manifest.FilesDir)); err != nil {
 		return rep, fmt.Errorf("sync the exported files: %w", err)
 	}
 	mb := m.Marshal()
