@@ -195,12 +195,12 @@ func (c *Checker) Finish(workers int) (Result, error) {
 
 // Close stops whatever still runs and releases the directory.
 func (c *Checker) Close() {
+	c.rstop() // first: a flusher waiting to queue files gives up
 	if c.stopFlush != nil {
 		close(c.stopFlush)
 		c.stopFlush = nil
 		<-c.flushErr
 	}
-	c.rstop()
 	if c.files != nil {
 		close(c.files)
 		c.files = nil
