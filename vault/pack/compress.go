@@ -48,6 +48,7 @@ func (c *Compressor) Compress(plain []byte) ([]byte, bool) {
 // Decompressor decompresses blobs with memory and window caps.
 type Decompressor struct {
 	dec *zstd.Decoder
+	out []byte // the last output, reused by the next Decompress
 }
 
 // NewDecompressor makes a capped zstd decoder.
@@ -64,12 +65,25 @@ func NewDecompressor() (*Decompressor, error) {
 
 var errTooLong = errors.New("decompressed data longer than recorded")
 
-// Decompress inflates src, which must yield exactly raw bytes.
+// keepOut is the largest output buffer a Decompressor keeps for the next
+// call: chunks are far smaller, and a rare large blob should not pin its
+// buffer.
+const keepOut = 4 << 20
+
+// Decompress inflates src, which must yield exactly raw bytes. The result
+// is valid until the next call: the Decompressor reuses its buffer.
 func (d *Decompressor) Decompress(src []byte, raw int) ([]byte, error) {
 	if raw > MaxRaw {
 		return nil, errTooLong
 	}
-	out, err := d.dec.DecodeAll(src, make([]byte, 0, raw))
+	buf := d.out[:0]
+	if cap(buf) < raw {
+		buf = make([]byte, 0, raw)
+	}
+	out, err := d.dec.DecodeAll(src, buf)
+	if cap(out) <= keepOut {
+		d.out = out[:0]
+	}
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}

@@ -93,11 +93,19 @@ func ParseRecord(b []byte) (Record, int, error) {
 
 // ReadRecord reads the record an index entry names and checks its outer
 // checksum and that it holds the expected blob.
-func ReadRecord(r io.ReaderAt, e Entry) (Record, error) {
+func ReadRecord(r io.ReaderAt, e Entry) (Record, error) { return ReadRecordBuf(r, e, nil) }
+
+// ReadRecordBuf is ReadRecord reading into buf when it is large enough;
+// the Record then points into buf.
+func ReadRecordBuf(r io.ReaderAt, e Entry, buf []byte) (Record, error) {
 	if e.Length > RecordFixed+MaxStored+ChecksumSize || e.Length < RecordFixed+ChecksumSize {
 		return Record{}, fmt.Errorf("%w: index entry length %d out of range", ErrDamaged, e.Length)
 	}
-	b := make([]byte, e.Length)
+	b := buf[:0]
+	if uint64(cap(b)) < uint64(e.Length) {
+		b = make([]byte, e.Length)
+	}
+	b = b[:e.Length]
 	if _, err := r.ReadAt(b, int64(e.Offset)); err != nil {
 		if errors.Is(err, io.EOF) {
 			return Record{}, fmt.Errorf("%w: pack %s truncated", ErrDamaged, e.Pack)

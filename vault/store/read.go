@@ -29,8 +29,13 @@ type Reader struct {
 type readTools struct {
 	ids *seal.IDHasher
 	dec *pack.Decompressor
-	buf []byte
+	rec []byte // the record read from the pack
+	buf []byte // its sealed bytes, opened
 }
+
+// keepBuf is the largest buffer readTools keep for the next blob: chunks
+// are far smaller, and a rare large tree blob should not pin its buffers.
+const keepBuf = 4 << 20
 
 // maxOpenPacks bounds the pack files a Reader keeps open.
 const maxOpenPacks = 64
@@ -119,18 +124,27 @@ func (r *Reader) blobAt(e pack.Entry, dst []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec, err := pack.ReadRecord(f, e)
+	t, err := r.getTools()
+	if err != nil {
+		return nil, err
+	}
+	defer r.tools.Put(t)
+	// The record, the opened bytes and the decompressed ones go into the
+	// tools' buffers, reused from blob to blob; only the copy into dst
+	// leaves this function.
+	if n := int(e.Length); cap(t.rec) < n && n <= keepBuf {
+		t.rec = make([]byte, 0, n)
+	}
+	rec, err := pack.ReadRecordBuf(f, e, t.rec)
 	if err != nil {
 		if errors.Is(err, pack.ErrDamaged) {
 			return nil, fmt.Errorf("%w: %v", ErrDamaged, err)
 		}
 		return nil, err
 	}
-	t, err := r.getTools()
-	if err != nil {
-		return nil, err
+	if n := len(rec.Sealed); cap(t.buf) < n && n <= keepBuf {
+		t.buf = make([]byte, 0, n)
 	}
-	defer r.tools.Put(t)
 	plain, err := pack.Open(rec, key, t.ids, t.dec, t.buf)
 	if err != nil {
 		return nil, fmt.Errorf("%w: pack %s: %v", ErrDamaged, e.Pack, err)
