@@ -65,10 +65,10 @@ func NewDecompressor() (*Decompressor, error) {
 
 var errTooLong = errors.New("decompressed data longer than recorded")
 
-// keepOut is the largest output buffer a Decompressor keeps for the next
-// call: chunks are far smaller, and a rare large blob should not pin its
-// buffer.
-const keepOut = 4 << 20
+// KeepBuffer is the largest buffer a reader of blobs (a Decompressor, the
+// store's reader) keeps from one blob for the next: chunks are far
+// smaller, and a rare large blob should not pin its buffer.
+const KeepBuffer = 4 << 20
 
 // Decompress inflates src, which must yield exactly raw bytes. The result
 // is valid until the next call: the Decompressor reuses its buffer.
@@ -81,7 +81,7 @@ func (d *Decompressor) Decompress(src []byte, raw int) ([]byte, error) {
 		buf = make([]byte, 0, raw)
 	}
 	out, err := d.dec.DecodeAll(src, buf)
-	if cap(out) <= keepOut {
+	if cap(out) <= KeepBuffer {
 		d.out = out[:0]
 	}
 	if err != nil {

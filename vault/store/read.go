@@ -33,10 +33,6 @@ type readTools struct {
 	buf []byte // its sealed bytes, opened
 }
 
-// keepBuf is the largest buffer readTools keep for the next blob: chunks
-// are far smaller, and a rare large tree blob should not pin its buffers.
-const keepBuf = 4 << 20
-
 // maxOpenPacks bounds the pack files a Reader keeps open.
 const maxOpenPacks = 64
 
@@ -132,7 +128,7 @@ func (r *Reader) blobAt(e pack.Entry, dst []byte) ([]byte, error) {
 	// The record, the opened bytes and the decompressed ones go into the
 	// tools' buffers, reused from blob to blob; only the copy into dst
 	// leaves this function.
-	if n := int(e.Length); cap(t.rec) < n && n <= keepBuf {
+	if n := int(e.Length); cap(t.rec) < n && n <= pack.KeepBuffer {
 		t.rec = make([]byte, 0, n)
 	}
 	rec, err := pack.ReadRecordBuf(f, e, t.rec)
@@ -142,7 +138,7 @@ func (r *Reader) blobAt(e pack.Entry, dst []byte) ([]byte, error) {
 		}
 		return nil, err
 	}
-	if n := len(rec.Sealed); cap(t.buf) < n && n <= keepBuf {
+	if n := len(rec.Sealed); cap(t.buf) < n && n <= pack.KeepBuffer {
 		t.buf = make([]byte, 0, n)
 	}
 	plain, err := pack.Open(rec, key, t.ids, t.dec, t.buf)
