@@ -139,7 +139,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 	// Restore hello.txt to the first stick: on the appliance r offers the drives.
 	tt.keys("r")
 	tt.waitFor(30*time.Second, "Restore to a USB drive", "STICK")
-	tt.toStick(2*time.Minute, "restored", "1 files identical", "pull it out now")
+	tt.toStick(2*time.Minute, "restored", "1 file identical", "pull it out now")
 
 	// Export the snapshot, plain files, to the same stick.
 	tt.backTo("Snapshots of home")

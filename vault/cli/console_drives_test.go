@@ -149,7 +149,7 @@ func TestConsoleDrivesInTmux(t *testing.T) {
 	tt.keys("Down") // from the drive to its filesystem
 	tt.pick(name + " ")
 	tt.keys("Enter")
-	tt.waitFor(30*time.Second, "restored", "to "+name+":/drawbridge-restore-", "1 files identical", "pull it out now")
+	tt.waitFor(30*time.Second, "restored", "to "+name+":/drawbridge-restore-", "1 file identical", "pull it out now")
 	tt.keys("Enter")
 	tt.waitFor(5*time.Second, "Enter open   r restore")
 	onStick(t, dev, func(dir string) {

@@ -158,7 +158,7 @@ func TestConsoleInTmux(t *testing.T) {
 	tt.waitFor(5*time.Second, "Restore "+src+"/hello.txt")
 	tt.text(drive)
 	tt.keys("Enter")
-	tt.waitFor(10*time.Second, "restored to "+drive+": 1 files", "100%")
+	tt.waitFor(10*time.Second, "restored to "+drive+": 1 file", "100%")
 	got, err := os.ReadFile(filepath.Join(drive, "hello.txt"))
 	if err != nil || string(got) != string(hello) {
 		t.Fatalf("restored file: %q, %v", got, err)

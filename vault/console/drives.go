@@ -787,11 +787,11 @@ func (d *driveScreens) done(m *Model, v driveDoneMsg) []Cmd {
 		return []Cmd{m.journal(typ, "console formatted "+what+" as "+fmt.Sprint(data["fstype"]), data)}
 	}
 	j.failed = len(rep.Problems) > 0
-	j.result = []string{verb + " " + what, fmt.Sprintf("to %s:/%s: %d files, %s", rep.Partition, rep.Dir, rep.Files, units.Bytes(rep.Bytes))}
+	j.result = []string{verb + " " + what, fmt.Sprintf("to %s:/%s: %s, %s", rep.Partition, rep.Dir, units.Count(rep.Files, "file"), units.Bytes(rep.Bytes))}
 	if sealed, _ := data["sealed"].(bool); sealed {
-		j.result = append(j.result, fmt.Sprintf("checked on a read-only mount: %d packs whole", rep.Verified))
+		j.result = append(j.result, "checked on a read-only mount: "+units.Count(rep.Verified, "pack")+" whole")
 	} else {
-		j.result = append(j.result, fmt.Sprintf("read back from the drive: %d files identical", rep.Verified))
+		j.result = append(j.result, "read back from the drive: "+units.Count(rep.Verified, "file")+" identical")
 	}
 	for i, p := range rep.Problems {
 		if i == 3 {
@@ -806,8 +806,8 @@ func (d *driveScreens) done(m *Model, v driveDoneMsg) []Cmd {
 		j.failed = true
 		j.result = append(j.result, "unmount failed ("+rep.UnmountErr+"): do not trust what is on the drive")
 	}
-	return []Cmd{m.journal(typ, fmt.Sprintf("console %s %s to %s:/%s: %d files, %d bytes, %d read back identical, %d problems",
-		verb, what, rep.Partition, rep.Dir, rep.Files, rep.Bytes, rep.Verified, len(rep.Problems)), data)}
+	return []Cmd{m.journal(typ, fmt.Sprintf("console %s %s to %s:/%s: %s, %s, %d read back identical, %s",
+		verb, what, rep.Partition, rep.Dir, units.Count(rep.Files, "file"), units.Count(rep.Bytes, "byte"), rep.Verified, units.Count(len(rep.Problems), "problem")), data)}
 }
 
 // errText is an error's message without the sentinel's wording repeated.

@@ -247,7 +247,7 @@ func TestDriveRestorePlugPick(t *testing.T) {
 	if h.d.stage != dsWork || h.d.job.running || h.d.job.failed {
 		t.Fatalf("stage %v job %+v", h.d.stage, h.d.job)
 	}
-	h.want("restored abababababab:/etc/hosts", "to sdb1:/drawbridge-restore-abababababab-", "read back from the drive: 1 files identical",
+	h.want("restored abababababab:/etc/hosts", "to sdb1:/drawbridge-restore-abababababab-", "read back from the drive: 1 file identical",
 		"you can pull it out now")
 	if !h.journaled(RecordRestoreDrive) {
 		t.Errorf("not journaled: %v", h.b.journal)
@@ -286,7 +286,7 @@ func TestDriveRestoreProgress(t *testing.T) {
 	}
 	close(h.dr.hold)
 	h.send(<-res)
-	h.want("read back from the drive: 1 files identical")
+	h.want("read back from the drive: 1 file identical")
 }
 
 // TestDrivePulled: a drive pulled out during the restore: the console
@@ -479,7 +479,7 @@ func TestDriveKeys(t *testing.T) {
 	if fmt.Sprint(h.dr.keys) != "[sdb1]" || !h.journaled(RecordKeys) {
 		t.Fatalf("keys written to %v, journal %v", h.dr.keys, h.b.journal)
 	}
-	h.want("wrote the authorized_keys lines", "to sdb1:/"+KeysFile, "1 files identical", "pull it out now")
+	h.want("wrote the authorized_keys lines", "to sdb1:/"+KeysFile, "1 file identical", "pull it out now")
 }
 
 // TestNoDrivesTypedTarget: a Backend without drives restores to a typed

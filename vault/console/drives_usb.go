@@ -465,7 +465,7 @@ func (u *USBDrives) write(ctx context.Context, m *usb.Mounted, r Reader, sn stor
 		return fmt.Errorf("free space on %s: %w", m.Partition.Name, err)
 	}
 	if need := size.OnDisk(st.Bsize); need > free {
-		return fmt.Errorf("%w: the export needs about %s (%d files), the drive has %s free", todrive.ErrNoSpace, units.Bytes(need), size.Files, units.Bytes(free))
+		return fmt.Errorf("%w: the export needs about %s (%s), the drive has %s free", todrive.ErrNoSpace, units.Bytes(need), units.Count(size.Files, "file"), units.Bytes(free))
 	}
 	id := u.Store.Keys().Identity
 	rep, err := export.Export(ctx, r, root, "", target, export.Snapshot{VaultID: u.Store.Info().VaultID, ID: sn.ID, Source: sn.Source, Time: sn.Time},

@@ -31,8 +31,8 @@ func drawDrives(c canvas, m *Model, d *driveScreens) {
 	case dsExportKind:
 		title = "Export " + short(d.snap.ID, 12) + " of " + d.snap.Source + " to a USB drive"
 		lines = []styled{
-			{styleNormal, fmt.Sprintf("Snapshot %s of %s, %s, %d files, %s", short(d.snap.ID, 12), d.snap.Source,
-				d.snap.Time.UTC().Format(shortFmt), d.snap.Files, units.Bytes(d.snap.Bytes))},
+			{styleNormal, fmt.Sprintf("Snapshot %s of %s, %s, %s, %s", short(d.snap.ID, 12), d.snap.Source,
+				d.snap.Time.UTC().Format(shortFmt), units.Count(d.snap.Files, "file"), units.Bytes(d.snap.Bytes))},
 			{},
 			{styleNormal, "p  plain files, a MANIFEST signed by the vault and the offline"},
 			{styleNormal, "   verifier: any computer reads it (needs the restore passphrase)"},

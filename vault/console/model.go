@@ -318,7 +318,7 @@ func (m *Model) Update(msg Msg) (cmds []Cmd) {
 		}
 		r := v.rep
 		j.failed = len(r.Damaged) > 0
-		j.result = fmt.Sprintf("restored to %s: %d files, %d dirs, %s", j.target, r.Files, r.Dirs, units.Bytes(r.Bytes))
+		j.result = fmt.Sprintf("restored to %s: %s, %s, %s", j.target, units.Count(r.Files, "file"), units.Count(r.Dirs, "dir"), units.Bytes(r.Bytes))
 		if j.failed {
 			j.result += fmt.Sprintf("; %d entries damaged, not restored intact", len(r.Damaged))
 		}

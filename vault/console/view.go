@@ -719,7 +719,7 @@ func drawVerify(c canvas, m *Model) {
 	r := j.rep
 	c.put(x, y, styleNormal, fmt.Sprintf("%d packs, %d blobs, %d journal records, %d snapshots", r.Packs, r.Blobs, r.Records, r.Snapshots))
 	if j.deep {
-		c.put(x, y+1, styleNormal, fmt.Sprintf("%d blobs decrypted, %d files checked", r.DeepBlobs, r.DeepFiles))
+		c.put(x, y+1, styleNormal, units.Count(r.DeepBlobs, "blob")+" decrypted, "+units.Count(r.DeepFiles, "file")+" checked")
 	}
 	if len(r.Problems) == 0 {
 		c.put(x, y+3, styleTitle, fmt.Sprintf("no problems (took %s)", took))

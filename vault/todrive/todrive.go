@@ -184,8 +184,8 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 			ErrTooLarge, size.LargestPath, units.Bytes(size.Largest))
 	}
 	if need > free {
-		return rep, fmt.Errorf("%w: the restore needs about %s (%d files, %s of data), the drive has %s free",
-			ErrNoSpace, units.Bytes(need), size.Files, units.Bytes(size.Bytes), units.Bytes(free))
+		return rep, fmt.Errorf("%w: the restore needs about %s (%s, %s of data), the drive has %s free",
+			ErrNoSpace, units.Bytes(need), units.Count(size.Files, "file"), units.Bytes(size.Bytes), units.Bytes(free))
 	}
 
 	dr, err := os.OpenRoot(drive)
