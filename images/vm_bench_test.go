@@ -183,7 +183,7 @@ func BenchmarkRestoreToDriveInVM(b *testing.B) {
 	if local == 0 {
 		b.Fatal("no MB/s for the local restore in the benchmark's output")
 	}
-	for _, name := range []string{"local", "export-ext4", "ext4", "exfat", "vfat"} {
+	for _, name := range []string{"local", "export-ext4", "ext4", "exfat", "vfat", "raw-ext4", "raw-exfat", "raw-vfat"} {
 		r, ok := rates[name]
 		if !ok && pattern != "RestoreToDrive|SHA256" {
 			continue
@@ -195,6 +195,9 @@ func BenchmarkRestoreToDriveInVM(b *testing.B) {
 		b.ReportMetric(r, name+"-MB/s")
 		if name != "local" {
 			b.ReportMetric(100*r/local, name+"-%local")
+		}
+		if raw := rates["raw-"+name]; raw > 0 {
+			b.ReportMetric(100*r/raw, name+"-%raw")
 		}
 	}
 }
