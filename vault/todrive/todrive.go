@@ -253,7 +253,7 @@ func Restore(ctx context.Context, src restore.Source, root tree.ID, subpath, dri
 		return rep, nil
 	}
 
-	// Read back what no flush covered while writing, with every worker.
+	// Read back what no flush covered while writing, with several readers.
 	stopProgress = o.report(PhaseVerify, atomic.LoadInt64(&total), c.ReadBytes)
 	start = o.Now()
 	found, err := c.Finish(o.Workers)
