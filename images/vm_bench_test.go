@@ -63,7 +63,10 @@ const (
 // flags as the VM saw them. The VM has 2 CPUs and 3 GiB of memory.
 //
 // The figures are those of the benchmark in the VM, reported as metrics:
-// MB/s of each target and each drive's as a percentage of local. Under
+// MB/s of each target, each one's as a percentage of local (-%local),
+// and each drive's restore as a percentage of that drive alone (-%raw:
+// raw-<fstype> writes, flushes and reads back the same bytes with none of
+// the vault's work). Under
 // software emulation the absolute speeds say little about real hardware;
 // the ratios, drive against local on the same emulated machine and disk,
 // are the figures to read.

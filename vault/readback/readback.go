@@ -169,10 +169,12 @@ func (c *Checker) StopFlushing() error {
 
 // MinReaders is the fewest readers Finish reads back with. Reading back
 // is waiting on the drive, not work for the CPU, and most files are
-// small: an open and one or two requests each. With one request in
-// flight per CPU the drive idles between them; four or more take the
-// host benchmark's ext4 read-back of 629 MB in 2,778 files from 0.55–0.75 s
-// to 0.38–0.43 s.
+// small: an open and one or two requests each, so with one request in
+// flight per CPU a drive that queues requests (NVMe, UAS, a virtual
+// disk) idles between them. On the host benchmark's ext4 drive (629 MB
+// in 2,778 files), four readers instead of two read everything back in
+// 0.62–0.85 s instead of 0.85–1.01 s (three paired runs each; the
+// disk's own noise is of that order).
 const MinReaders = 4
 
 // Finish reads back every file added and not yet read, with readers
