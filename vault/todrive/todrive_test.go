@@ -22,6 +22,7 @@ import (
 	"drawbridge/boot/kmod"
 	"drawbridge/hw/usb"
 	"drawbridge/vault/fixture"
+	"drawbridge/vault/restore"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
 	"drawbridge/vault/todrive"
@@ -68,6 +69,17 @@ func backup(t testing.TB, src string) *vault {
 	b, _ := hex.DecodeString(snap.Root)
 	copy(root[:], b)
 	return &vault{s: s, snap: snap, r: r, root: root, sub: strings.TrimPrefix(src, "/"), src: src}
+}
+
+// pacedSource is a restore.Source that waits before each chunk.
+type pacedSource struct {
+	restore.Source
+	wait time.Duration
+}
+
+func (p pacedSource) Chunk(ctx context.Context, id tree.ID, dst []byte) ([]byte, error) {
+	time.Sleep(p.wait)
+	return p.Source.Chunk(ctx, id, dst)
 }
 
 // files makes n files of random (incompressible) content in a few
@@ -282,7 +294,11 @@ func TestRestoreToDrive(t *testing.T) {
 			m, _ := drive(t, 64<<20, fstype)
 			var mu sync.Mutex
 			var last = map[string]todrive.Progress{}
-			rep, err := todrive.Restore(context.Background(), v.r, v.root, v.sub, m.Root(), "restore", todrive.Options{
+			// The source takes its time, as a store on a disk does: a
+			// restore of these few MB would otherwise be written before
+			// the first flush had anything to read back.
+			src := pacedSource{v.r, 5 * time.Millisecond}
+			rep, err := todrive.Restore(context.Background(), src, v.root, v.sub, m.Root(), "restore", todrive.Options{
 				Interval: time.Millisecond,
 				Progress: func(p todrive.Progress) {
 					mu.Lock()
