@@ -16,6 +16,7 @@ import (
 
 	"drawbridge/vault/admin"
 	"drawbridge/vault/console"
+	"drawbridge/vault/console/termtest"
 	"drawbridge/vault/journal"
 	"drawbridge/vault/store"
 )
@@ -96,119 +97,111 @@ func TestConsoleUSBInVM(t *testing.T) {
 
 	// QEMU in a tmux pane of 80x24, the size the console takes on a
 	// serial line that reports none.
-	sock := filepath.Join(work, "tmux.sock")
 	qmp := filepath.Join(work, "qmp")
 	log := filepath.Join(work, "serial.log")
 	cmd := fmt.Sprintf("./qemu --out %s --data %s --stick %s --stick %s --qmp %s 2>&1 | tee %s",
 		filepath.Dir(a.Kernel), data, stick, blank, qmp, log)
-	tt := &vmTmux{t: t, sock: sock}
-	tt.run("new-session", "-d", "-s", "vm", "-x", "80", "-y", "24", cmd)
-	tt.run("set-option", "-t", "vm", "status", "off")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("last screen:\n%s", tt.screenQuiet())
-		}
-		exec.Command("tmux", "-S", sock, "kill-server").Run()
-	})
+	tt := termtest.Start(t, "vm", 80, 24, cmd)
+	tt.Poll, tt.Settle = 100*time.Millisecond, 300*time.Millisecond // a serial line, emulated
 	waitLog(t, log, "drawbridge: ready", readyTimeout)
 
 	// Status → sources → snapshots of home → unlock.
-	tt.waitFor(time.Minute, "Drawbridge console", "home")
-	tt.keys("Enter")
-	tt.waitFor(10*time.Second, "Sources")
-	tt.keys("Enter")
-	tt.waitFor(10*time.Second, "Snapshots of home")
-	tt.keys("Enter")
-	tt.waitFor(10*time.Second, "Restore passphrase")
-	tt.text("not the passphrase")
-	tt.keys("Enter")
-	tt.waitFor(2*time.Minute, "wrong restore passphrase: refused")
-	tt.text(vmPassphrase)
-	tt.keys("Enter")
-	tt.waitFor(2*time.Minute, "unlocked")
+	tt.WaitFor(time.Minute, "Drawbridge console", "home")
+	tt.Keys("Enter")
+	tt.WaitFor(10*time.Second, "Sources")
+	tt.Keys("Enter")
+	tt.WaitFor(10*time.Second, "Snapshots of home")
+	tt.Keys("Enter")
+	tt.WaitFor(10*time.Second, "Restore passphrase")
+	tt.Text("not the passphrase")
+	tt.Keys("Enter")
+	tt.WaitFor(2*time.Minute, "wrong restore passphrase: refused")
+	tt.Text(vmPassphrase)
+	tt.Keys("Enter")
+	tt.WaitFor(2*time.Minute, "unlocked")
 	comps := strings.Split(strings.TrimPrefix(tree, "/"), "/")
 	for i := range comps {
-		tt.waitFor(10*time.Second, comps[i]+"/")
-		tt.keys("Enter")
-		tt.waitFor(10*time.Second, "/"+strings.Join(comps[:i+1], "/")+" ")
+		tt.WaitFor(10*time.Second, comps[i]+"/")
+		tt.Keys("Enter")
+		tt.WaitFor(10*time.Second, "/"+strings.Join(comps[:i+1], "/")+" ")
 	}
-	tt.waitFor(10*time.Second, "docs/")
-	tt.keys("Enter")
-	tt.waitFor(10*time.Second, "hello.txt", "notes.txt")
+	tt.WaitFor(10*time.Second, "docs/")
+	tt.Keys("Enter")
+	tt.WaitFor(10*time.Second, "hello.txt", "notes.txt")
 
 	// Restore hello.txt to the first stick: on the appliance r offers the drives.
-	tt.keys("r")
-	tt.waitFor(30*time.Second, "Restore to a USB drive", "STICK")
-	tt.toStick(2*time.Minute, "restored", "1 file identical", "pull it out now")
+	tt.Keys("r")
+	tt.WaitFor(30*time.Second, "Restore to a USB drive", "STICK")
+	toStick(tt, 2*time.Minute, "restored", "1 file identical", "pull it out now")
 
 	// Export the snapshot, plain files, to the same stick.
-	tt.backTo("Snapshots of home")
-	tt.keys("e")
-	tt.waitFor(10*time.Second, "p  plain files")
-	tt.keys("p")
-	tt.waitFor(30*time.Second, "to a USB drive", "STICK")
-	tt.toStick(3*time.Minute, "exported", "pull it out now")
+	tt.BackTo("Snapshots of home")
+	tt.Keys("e")
+	tt.WaitFor(10*time.Second, "p  plain files")
+	tt.Keys("p")
+	tt.WaitFor(30*time.Second, "to a USB drive", "STICK")
+	toStick(tt, 3*time.Minute, "exported", "pull it out now")
 
 	// The settings, behind the admin passphrase: the keys, and each
 	// source's authorized_keys line written to the stick.
-	tt.home()
-	tt.keys("s")
-	tt.waitFor(time.Minute, "The settings need the admin passphrase")
-	tt.text(e2eAdmin)
-	tt.keys("Enter")
-	tt.waitFor(3*time.Minute, "Settings", "ssh key   ssh-ed25519 ")
-	tt.keys("a")
-	tt.waitFor(30*time.Second, "Write the authorized_keys lines", "STICK")
-	tt.toStick(2*time.Minute, "wrote the authorized_keys lines", "pull it out now")
+	tt.BackTo("b browse") // the status screen
+	tt.Keys("s")
+	tt.WaitFor(time.Minute, "The settings need the admin passphrase")
+	tt.Text(e2eAdmin)
+	tt.Keys("Enter")
+	tt.WaitFor(3*time.Minute, "Settings", "ssh key   ssh-ed25519 ")
+	tt.Keys("a")
+	tt.WaitFor(30*time.Second, "Write the authorized_keys lines", "STICK")
+	toStick(tt, 2*time.Minute, "wrote the authorized_keys lines", "pull it out now")
 
 	// Import the configuration on the stick: the change, y, the admin
 	// passphrase.
-	tt.waitFor(10*time.Second, "Settings")
-	tt.keys("i")
-	tt.waitFor(time.Minute, "Import a configuration from a USB drive", "drawbridge.toml, 1 sources")
-	tt.keys("Enter")
-	tt.waitFor(30*time.Second, "Import: what changes", "03:30")
-	tt.keys("y")
-	tt.waitFor(10*time.Second, "Applying the import needs the admin passphrase")
-	tt.text(e2eAdmin)
-	tt.keys("Enter")
-	tt.waitFor(3*time.Minute, "is installed in /data/drawbridge.toml")
-	tt.keys("Enter")
+	tt.WaitFor(10*time.Second, "Settings")
+	tt.Keys("i")
+	tt.WaitFor(time.Minute, "Import a configuration from a USB drive", "drawbridge.toml, 1 sources")
+	tt.Keys("Enter")
+	tt.WaitFor(30*time.Second, "Import: what changes", "03:30")
+	tt.Keys("y")
+	tt.WaitFor(10*time.Second, "Applying the import needs the admin passphrase")
+	tt.Text(e2eAdmin)
+	tt.Keys("Enter")
+	tt.WaitFor(3*time.Minute, "is installed in /data/drawbridge.toml")
+	tt.Keys("Enter")
 
 	// Format the blank stick: u on the status screen lists the drives, f
 	// on its row asks for the filesystem, and the confirmation to type,
 	// which names the drive's model and size, is read off the screen as a
 	// person reads it.
-	tt.home()
-	tt.keys("u")
-	tt.waitFor(30*time.Second, "USB drives", "(no filesystem: f formats it)", "STICK")
-	tt.pick("(no filesystem")
-	tt.keys("f")
-	tt.waitFor(10*time.Second, "Which filesystem?", "1  exfat")
-	tt.keys("1")
-	tt.waitFor(10*time.Second, "Formatting ERASES EVERYTHING", "To go on, type exactly:")
-	conf := regexp.MustCompile(`format (sd[a-z]+) (\S[^|]*?) (\d+\.\d [KMGTPE]iB)`).FindStringSubmatch(tt.screen())
+	tt.BackTo("b browse") // the status screen
+	tt.Keys("u")
+	tt.WaitFor(30*time.Second, "USB drives", "(no filesystem: f formats it)", "STICK")
+	tt.Pick("(no filesystem")
+	tt.Keys("f")
+	tt.WaitFor(10*time.Second, "Which filesystem?", "1  exfat")
+	tt.Keys("1")
+	tt.WaitFor(10*time.Second, "Formatting ERASES EVERYTHING", "To go on, type exactly:")
+	conf := regexp.MustCompile(`format (sd[a-z]+) (\S[^|]*?) (\d+\.\d [KMGTPE]iB)`).FindStringSubmatch(tt.Screen())
 	if conf == nil || conf[3] != "96.0 MiB" {
-		t.Fatalf("the confirmation does not name the 96 MiB stick: %q\n%s", conf, tt.screen())
+		t.Fatalf("the confirmation does not name the 96 MiB stick: %q\n%s", conf, tt.Screen())
 	}
 	blankDev := conf[1]
-	tt.text(conf[0])
-	tt.keys("Enter")
-	tt.waitFor(time.Minute, "formatted as exfat, labelled "+console.FormatLabel, "press any key")
-	tt.keys("Enter")
+	tt.Text(conf[0])
+	tt.Keys("Enter")
+	tt.WaitFor(time.Minute, "formatted as exfat, labelled "+console.FormatLabel, "press any key")
+	tt.Keys("Enter")
 	// The list, read again, shows the new filesystem on the drive.
-	tt.waitFor(30*time.Second, fmt.Sprintf("%-10s %-6s %s", blankDev, "exfat", console.FormatLabel))
+	tt.WaitFor(30*time.Second, fmt.Sprintf("%-10s %-6s %s", blankDev, "exfat", console.FormatLabel))
 
 	// Power off from the console; the sticks are read on the host after.
-	tt.home()
-	tt.keys("p")
-	tt.waitFor(10*time.Second, "o  power off")
-	tt.keys("o")
-	tt.waitFor(10*time.Second, "Really power off")
-	tt.keys("y")
+	tt.BackTo("b browse") // the status screen
+	tt.Keys("p")
+	tt.WaitFor(10*time.Second, "o  power off")
+	tt.Keys("o")
+	tt.WaitFor(10*time.Second, "Really power off")
+	tt.Keys("y")
 	waitLog(t, log, "drawbridge: power off", time.Minute)
 	deadline := time.Now().Add(powerOffTimeout)
-	for tt.alive() && time.Now().Before(deadline) {
+	for tt.Alive() && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
@@ -282,100 +275,13 @@ func TestConsoleUSBInVM(t *testing.T) {
 	}
 }
 
-// vmTmux is a tmux server holding QEMU's serial console in one pane.
-type vmTmux struct {
-	t    *testing.T
-	sock string
-}
-
-func (tt *vmTmux) run(args ...string) string {
-	tt.t.Helper()
-	out, err := exec.Command("tmux", append([]string{"-S", tt.sock}, args...)...).CombinedOutput()
-	if err != nil {
-		tt.t.Fatalf("tmux %v: %v\n%s", args, err, out)
-	}
-	return string(out)
-}
-
-func (tt *vmTmux) keys(k ...string) {
-	tt.t.Helper()
-	tt.run(append([]string{"send-keys", "-t", "vm"}, k...)...)
-}
-func (tt *vmTmux) text(s string)  { tt.t.Helper(); tt.run("send-keys", "-t", "vm", "-l", s) }
-func (tt *vmTmux) screen() string { tt.t.Helper(); return tt.run("capture-pane", "-p", "-t", "vm") }
-
-func (tt *vmTmux) screenQuiet() string {
-	out, _ := exec.Command("tmux", "-S", tt.sock, "capture-pane", "-p", "-t", "vm").CombinedOutput()
-	return string(out)
-}
-
-func (tt *vmTmux) alive() bool {
-	return exec.Command("tmux", "-S", tt.sock, "has-session", "-t", "vm").Run() == nil
-}
-
-// backTo goes back, Escape by Escape, until the screen shows s.
-func (tt *vmTmux) backTo(s string) {
-	tt.t.Helper()
-	for range 10 {
-		if strings.Contains(tt.screen(), s) {
-			return
-		}
-		tt.keys("Escape")
-		time.Sleep(300 * time.Millisecond)
-	}
-	tt.waitFor(10*time.Second, s)
-}
-
-// home goes back to the status screen.
-func (tt *vmTmux) home() { tt.t.Helper(); tt.backTo("b browse") }
-
-// waitFor waits until the screen shows every one of want.
-func (tt *vmTmux) waitFor(timeout time.Duration, want ...string) {
-	tt.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		s := tt.screen()
-		missing := ""
-		for _, w := range want {
-			if !strings.Contains(s, w) {
-				missing = w
-				break
-			}
-		}
-		if missing == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			tt.t.Fatalf("after %v the console does not show %q:\n%s", timeout, missing, s)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // toStick picks the first stick's partition, the row with its label
 // STICK, in the drive list (whichever name the kernel gave the stick),
 // starts the work, waits for the result to show every one of want, and
 // closes it.
-func (tt *vmTmux) toStick(timeout time.Duration, want ...string) {
-	tt.t.Helper()
-	tt.pick(" STICK ")
-	tt.keys("Enter")
-	tt.waitFor(timeout, want...)
-	tt.keys("Enter")
-}
-
-// pick moves the selection down until the selected row ("| > ") shows
-// want.
-func (tt *vmTmux) pick(want string) {
-	tt.t.Helper()
-	for range 40 {
-		for _, l := range strings.Split(tt.screen(), "\n") {
-			if i := strings.Index(l, "| > "); i >= 0 && strings.Contains(l[i:], want) {
-				return
-			}
-		}
-		tt.keys("Down")
-		time.Sleep(300 * time.Millisecond)
-	}
-	tt.t.Fatalf("no row with %q to pick:\n%s", want, tt.screen())
+func toStick(tt *termtest.Term, timeout time.Duration, want ...string) {
+	tt.Pick(" STICK ")
+	tt.Keys("Enter")
+	tt.WaitFor(timeout, want...)
+	tt.Keys("Enter")
 }

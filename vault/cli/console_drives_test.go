@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"drawbridge/vault/console/termtest"
 )
 
 // needDrive skips with what to install, or fails under CI=true.
@@ -77,28 +79,12 @@ func buildVerify(t *testing.T) string {
 	return bin
 }
 
-// pick moves the drive list's selection onto the row holding want, reading
-// the "> " the selected row starts with.
-func (tt *tmuxTerm) pick(want string) {
-	tt.t.Helper()
-	for range 40 {
-		for _, l := range strings.Split(tt.screen(), "\n") {
-			if i := strings.Index(l, "| > "); i >= 0 && strings.Contains(l[i:], want) {
-				return
-			}
-		}
-		tt.keys("Down")
-		time.Sleep(50 * time.Millisecond)
-	}
-	tt.t.Fatalf("no row with %q to pick:\n%s", want, tt.screen())
-}
-
 // TestConsoleDrivesInTmux drives the console with a real ext4 loop device
 // as the USB drive: a refused passphrase, then a file found in the
 // snapshot and restored to the drive and read back; the snapshot exported
 // to the same drive, checked there by drawbridge-verify; both journaled.
 func TestConsoleDrivesInTmux(t *testing.T) {
-	needTmux(t)
+	termtest.Need(t)
 	dev := loopStick(t, 64<<20)
 	name := filepath.Base(dev)
 	bin, verify := buildDrawbridge(t), buildVerify(t)
@@ -117,41 +103,41 @@ func TestConsoleDrivesInTmux(t *testing.T) {
 	storeDir, sn := consoleStore(t, work, src)
 
 	rc := filepath.Join(work, "rc")
-	tt := startTmux(t, fmt.Sprintf("%s console --drives-any --store %s 2>%s; echo $? >%s", bin, storeDir, filepath.Join(work, "stderr"), rc))
-	tt.waitFor(10*time.Second, "no daemon status", "home")
-	tt.keys("Enter")
-	tt.waitFor(5*time.Second, "Sources")
-	tt.keys("Enter")
-	tt.waitFor(5*time.Second, "Snapshots of home")
-	tt.keys("Enter")
-	tt.waitFor(5*time.Second, "Restore passphrase")
-	tt.text("wrong pass")
-	tt.keys("Enter")
-	tt.waitFor(10*time.Second, "wrong restore passphrase: refused")
-	tt.text("right pass")
-	tt.keys("Enter")
-	tt.waitFor(10*time.Second, "unlocked")
+	tt := termtest.Start(t, "console", 120, 40, fmt.Sprintf("%s console --drives-any --store %s 2>%s; echo $? >%s", bin, storeDir, filepath.Join(work, "stderr"), rc))
+	tt.WaitFor(10*time.Second, "no daemon status", "home")
+	tt.Keys("Enter")
+	tt.WaitFor(5*time.Second, "Sources")
+	tt.Keys("Enter")
+	tt.WaitFor(5*time.Second, "Snapshots of home")
+	tt.Keys("Enter")
+	tt.WaitFor(5*time.Second, "Restore passphrase")
+	tt.Text("wrong pass")
+	tt.Keys("Enter")
+	tt.WaitFor(10*time.Second, "wrong restore passphrase: refused")
+	tt.Text("right pass")
+	tt.Keys("Enter")
+	tt.WaitFor(10*time.Second, "unlocked")
 	comps := strings.Split(strings.TrimPrefix(src, "/"), "/")
 	for i := range comps {
-		tt.waitFor(5*time.Second, comps[i]+"/")
-		tt.keys("Enter")
-		tt.waitFor(5*time.Second, "  /"+strings.Join(comps[:i+1], "/")+" ")
+		tt.WaitFor(5*time.Second, comps[i]+"/")
+		tt.Keys("Enter")
+		tt.WaitFor(5*time.Second, "  /"+strings.Join(comps[:i+1], "/")+" ")
 	}
-	tt.waitFor(5*time.Second, "hello.txt", "notes.txt", "1/2")
+	tt.WaitFor(5*time.Second, "hello.txt", "notes.txt", "1/2")
 
 	// Restore hello.txt to the stick: r asks for a directory, Tab gives the
 	// drives.
-	tt.keys("r")
-	tt.waitFor(5*time.Second, "Restore "+src+"/hello.txt", "Tab  a USB drive instead")
-	tt.keys("Tab")
-	tt.waitFor(5*time.Second, "Restore to a USB drive", "/src/hello.txt", name, "ext4", "STICK")
-	tt.pick(name + " ")
-	tt.keys("Down") // from the drive to its filesystem
-	tt.pick(name + " ")
-	tt.keys("Enter")
-	tt.waitFor(30*time.Second, "restored", "to "+name+":/drawbridge-restore-", "1 file identical", "pull it out now")
-	tt.keys("Enter")
-	tt.waitFor(5*time.Second, "Enter open   r restore")
+	tt.Keys("r")
+	tt.WaitFor(5*time.Second, "Restore "+src+"/hello.txt", "Tab  a USB drive instead")
+	tt.Keys("Tab")
+	tt.WaitFor(5*time.Second, "Restore to a USB drive", "/src/hello.txt", name, "ext4", "STICK")
+	tt.Pick(name + " ")
+	tt.Keys("Down") // from the drive to its filesystem
+	tt.Pick(name + " ")
+	tt.Keys("Enter")
+	tt.WaitFor(30*time.Second, "restored", "to "+name+":/drawbridge-restore-", "1 file identical", "pull it out now")
+	tt.Keys("Enter")
+	tt.WaitFor(5*time.Second, "Enter open   r restore")
 	onStick(t, dev, func(dir string) {
 		got, err := filepath.Glob(filepath.Join(dir, "drawbridge-restore-"+sn.ID[:12]+"-*", "hello.txt"))
 		if err != nil || len(got) != 1 {
@@ -164,23 +150,23 @@ func TestConsoleDrivesInTmux(t *testing.T) {
 
 	// Export the snapshot (plain) to the same stick.
 	for range 10 {
-		if strings.Contains(tt.screen(), "Snapshots of home") {
+		if strings.Contains(tt.Screen(), "Snapshots of home") {
 			break
 		}
-		tt.keys("Escape")
+		tt.Keys("Escape")
 		time.Sleep(100 * time.Millisecond)
 	}
-	tt.waitFor(5*time.Second, "Snapshots of home")
-	tt.keys("e")
-	tt.waitFor(5*time.Second, "p  plain files", "s  sealed copy")
-	tt.keys("p")
-	tt.waitFor(5*time.Second, "Export "+sn.ID[:12]+" (plain) to a USB drive", name)
-	tt.pick(name + " ")
-	tt.keys("Down")
-	tt.pick(name + " ")
-	tt.keys("Enter")
-	tt.waitFor(30*time.Second, "exported", "to "+name+":/drawbridge-export-", "2 files identical", "pull it out now")
-	tt.keys("Enter")
+	tt.WaitFor(5*time.Second, "Snapshots of home")
+	tt.Keys("e")
+	tt.WaitFor(5*time.Second, "p  plain files", "s  sealed copy")
+	tt.Keys("p")
+	tt.WaitFor(5*time.Second, "Export "+sn.ID[:12]+" (plain) to a USB drive", name)
+	tt.Pick(name + " ")
+	tt.Keys("Down")
+	tt.Pick(name + " ")
+	tt.Keys("Enter")
+	tt.WaitFor(30*time.Second, "exported", "to "+name+":/drawbridge-export-", "2 files identical", "pull it out now")
+	tt.Keys("Enter")
 	onStick(t, dev, func(dir string) {
 		got, _ := filepath.Glob(filepath.Join(dir, "drawbridge-export-"+sn.ID[:12]+"-*"))
 		if len(got) != 1 {
