@@ -13,49 +13,16 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// need skips the test with what to install, or fails it under CI=true.
-func need(t testing.TB, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true requires it)")
-	}
-	t.Skip(msg)
-}
+	"drawbridge/hw/usb/usbtest"
+)
 
 // loopImage makes a sparse image of size bytes, runs mkfs on it if one is
 // given, and attaches it to a loop device. It returns the image's path and
 // the loop device's kernel name.
 func loopImage(t testing.TB, size int64, mkfs ...string) (string, string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		need(t, "needs root for loop devices")
-	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		need(t, "needs losetup: apt-get install util-linux")
-	}
-	img := filepath.Join(t.TempDir(), "stick.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	if len(mkfs) > 0 {
-		if _, err := exec.LookPath(mkfs[0]); err != nil {
-			need(t, "needs "+mkfs[0]+": apt-get install e2fsprogs dosfstools exfatprogs")
-		}
-		if out, err := exec.Command(mkfs[0], append(mkfs[1:], img)...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", mkfs[0], err, out)
-		}
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		need(t, "losetup: "+err.Error())
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	img, dev := usbtest.Image(t, size, mkfs...)
 	return img, filepath.Base(dev)
 }
 
@@ -96,7 +63,7 @@ func canMount(t *testing.T, fstype string) {
 		t.Logf("the kernel has no %s; mounting through %s", fstype, fuseDrivers[fstype].name)
 		return
 	}
-	need(t, "the kernel has no "+fstype+" and "+fuseDrivers[fstype].name+" is missing: apt-get install fusefat exfat-fuse")
+	usbtest.Need(t, "the kernel has no "+fstype+" and "+fuseDrivers[fstype].name+" is missing: apt-get install fusefat exfat-fuse")
 }
 
 func TestFormatMountUnmount(t *testing.T) {
@@ -107,7 +74,7 @@ func TestFormatMountUnmount(t *testing.T) {
 	} {
 		t.Run(c.fstype, func(t *testing.T) {
 			if _, err := lookTool(c.mkfs); err != nil {
-				need(t, "needs "+c.mkfs+": apt-get install e2fsprogs dosfstools exfatprogs")
+				usbtest.Need(t, "needs "+c.mkfs+": apt-get install e2fsprogs dosfstools exfatprogs")
 			}
 			_, name := loopImage(t, 96<<20)
 			p := testPorts()
@@ -294,13 +261,13 @@ func TestSymlinkOutside(t *testing.T) {
 // on the whole drive and the old partition is gone.
 func TestFormatPartitioned(t *testing.T) {
 	if _, err := lookTool("mkfs.vfat"); err != nil {
-		need(t, "needs mkfs.vfat: apt-get install dosfstools")
+		usbtest.Need(t, "needs mkfs.vfat: apt-get install dosfstools")
 	}
 	if _, err := lookTool("mkfs.exfat"); err != nil {
-		need(t, "needs mkfs.exfat: apt-get install exfatprogs")
+		usbtest.Need(t, "needs mkfs.exfat: apt-get install exfatprogs")
 	}
 	if os.Geteuid() != 0 {
-		need(t, "needs root for loop devices")
+		usbtest.Need(t, "needs root for loop devices")
 	}
 	img := filepath.Join(t.TempDir(), "stick.img")
 	const size = 64 << 20
@@ -316,7 +283,7 @@ func TestFormatPartitioned(t *testing.T) {
 	os.Truncate(img, size)
 	out, err := exec.Command("losetup", "-f", "-P", "--show", img).Output()
 	if err != nil {
-		need(t, "losetup -P: "+err.Error())
+		usbtest.Need(t, "losetup -P: "+err.Error())
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
@@ -356,7 +323,7 @@ func TestFormatPartitioned(t *testing.T) {
 // matter, so the kernel's uevents are what Watch reacts to.
 func TestWatchLoop(t *testing.T) {
 	if os.Geteuid() != 0 {
-		need(t, "needs root for loop devices")
+		usbtest.Need(t, "needs root for loop devices")
 	}
 	p := testPorts()
 	p.Poll = time.Hour

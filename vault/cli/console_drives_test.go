@@ -11,47 +11,20 @@ import (
 	"testing"
 	"time"
 
+	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/console/termtest"
 )
-
-// needDrive skips with what to install, or fails under CI=true.
-func needDrive(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true requires it)")
-	}
-	t.Skip(msg)
-}
 
 // loopStick makes an ext4 filesystem of size bytes on a loop device,
 // standing in for a USB stick, and returns the device's path.
 func loopStick(t *testing.T, size int64) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		needDrive(t, "needs root for loop devices and mounts")
-	}
-	for _, tool := range []string{"losetup", "mkfs.ext4", "mount", "umount"} {
+	for _, tool := range []string{"mount", "umount"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			needDrive(t, "needs "+tool+": apt-get install util-linux e2fsprogs mount")
+			usbtest.Need(t, "needs "+tool+": apt-get install mount")
 		}
 	}
-	img := filepath.Join(t.TempDir(), "stick.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", "-L", "STICK", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		needDrive(t, "losetup: "+err.Error())
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return dev
+	return usbtest.Loop(t, size, "mkfs.ext4", "-q", "-F", "-m", "0", "-L", "STICK")
 }
 
 // onStick mounts dev read-only while fn looks at it.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drawbridge/hw/usb"
+	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/admin"
 	"drawbridge/vault/config/importer"
 	"drawbridge/vault/export/manifest"
@@ -25,52 +25,6 @@ import (
 	"drawbridge/vault/store"
 	"drawbridge/vault/todrive"
 )
-
-// needReal skips with what to install, or fails under CI=true.
-func needReal(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true requires it)")
-	}
-	t.Skip(msg)
-}
-
-// loopExt4 makes an ext4 image of size bytes on a loop device and returns
-// the device's kernel name.
-func loopExt4(t *testing.T, size int64) string {
-	t.Helper()
-	return loopFS(t, size, "mkfs.ext4", "-q", "-F", "-m", "0")
-}
-
-// loopFS makes an image of size bytes with mkfs on a loop device.
-func loopFS(t *testing.T, size int64, mkfs ...string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		needReal(t, "needs root for loop devices")
-	}
-	for _, tool := range []string{"losetup", mkfs[0]} {
-		if _, err := exec.LookPath(tool); err != nil {
-			needReal(t, "needs "+tool+": apt-get install util-linux e2fsprogs dosfstools")
-		}
-	}
-	img := filepath.Join(t.TempDir(), "stick.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(mkfs[0], append(mkfs[1:], img)...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", mkfs[0], err, out)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		needReal(t, "losetup: "+err.Error())
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return filepath.Base(dev)
-}
 
 // usbVault is a store with one snapshot of src, unlocked, and the
 // console's drives on loop devices.
@@ -84,7 +38,7 @@ type usbVault struct {
 
 // stick makes an ext4 loop device that the drives offer.
 func (v *usbVault) stick(t *testing.T, size int64) string {
-	name := loopExt4(t, size)
+	name := filepath.Base(usbtest.Loop(t, size, "mkfs.ext4", "-q", "-F", "-m", "0"))
 	v.sticks.Store(name, true)
 	return name
 }
@@ -300,7 +254,7 @@ func TestUSBDrivesPulled(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("no progress within 60s")
 	}
-	shrinkLoop(t, "/dev/"+dev)
+	usbtest.Pull(t, "/dev/"+dev)
 	select {
 	case err := <-errc:
 		if !errors.Is(err, todrive.ErrDriveGone) {
@@ -311,28 +265,6 @@ func TestUSBDrivesPulled(t *testing.T) {
 	}
 	if mounted(filepath.Join(v.u.MountDir, part.Name)) {
 		t.Fatal("the pulled drive is still mounted")
-	}
-}
-
-// shrinkLoop makes the loop device one sector long: every read or write
-// past it fails, as with a drive pulled out.
-func shrinkLoop(t *testing.T, dev string) {
-	t.Helper()
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info.Sizelimit = 512
-	if err := unix.IoctlLoopSetStatus64(int(f.Fd()), info); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -410,12 +342,12 @@ func TestUSBDrivesFAT(t *testing.T) {
 		os.WriteFile(filepath.Join(src, "a.txt"), []byte("alpha"), 0o644)
 		os.Symlink("a.txt", filepath.Join(src, "link"))
 	})
-	name := loopFS(t, 64<<20, "mkfs.vfat", "-I")
+	name := filepath.Base(usbtest.Loop(t, 64<<20, "mkfs.vfat", "-I"))
 	v.sticks.Store(name, true)
 	part := v.partition(t, name)
 	m, err := v.u.Ports.Mount(part, filepath.Join(t.TempDir(), "probe"), true)
 	if err != nil {
-		needReal(t, "this machine cannot mount vfat: "+err.Error())
+		usbtest.Need(t, "this machine cannot mount vfat: "+err.Error())
 	}
 	m.Unmount()
 	root, _ := parseRoot(v.sn.Root)

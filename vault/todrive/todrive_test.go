@@ -21,6 +21,7 @@ import (
 
 	"drawbridge/boot/kmod"
 	"drawbridge/hw/usb"
+	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/fixture"
 	"drawbridge/vault/restore"
 	"drawbridge/vault/seal"
@@ -127,14 +128,6 @@ func sameFiles(t *testing.T, a, b string, skip ...string) {
 	}
 }
 
-func need(t testing.TB, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true requires it)")
-	}
-	t.Skip(msg)
-}
-
 // drive makes a loop device holding a fresh filesystem of fstype and
 // mounts it through hw/usb. It returns the mount and the image file. The
 // loop device does direct I/O on its image: a drive has no second page
@@ -143,7 +136,7 @@ func need(t testing.TB, msg string) {
 func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		need(t, "needs root for loop devices")
+		usbtest.Need(t, "needs root for loop devices")
 	}
 	img := filepath.Join(t.TempDir(), "stick.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -154,7 +147,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	if _, err := exec.LookPath("losetup"); err == nil {
 		out, err := exec.Command("losetup", "--direct-io=on", "-f", "--show", img).Output()
 		if err != nil {
-			need(t, "losetup: "+err.Error())
+			usbtest.Need(t, "losetup: "+err.Error())
 		}
 		dev = strings.TrimSpace(string(out))
 		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
@@ -164,7 +157,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 		var detach func()
 		dev, detach, err = attachLoop(img)
 		if err != nil {
-			need(t, "no losetup, and a loop device by ioctl: "+err.Error())
+			usbtest.Need(t, "no losetup, and a loop device by ioctl: "+err.Error())
 		}
 		t.Cleanup(detach)
 	}
@@ -182,7 +175,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	}
 	if err := p.Format(context.Background(), *d, fstype, "STICK", d.Confirmation()); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			need(t, err.Error()+": apt-get install e2fsprogs exfatprogs dosfstools")
+			usbtest.Need(t, err.Error()+": apt-get install e2fsprogs exfatprogs dosfstools")
 		}
 		t.Fatal(err)
 	}
@@ -190,7 +183,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	m, err := p.Mount(part, filepath.Join(t.TempDir(), "mnt"), false)
 	if err != nil {
 		if strings.Contains(err.Error(), "FUSE driver") || strings.Contains(err.Error(), "kernel cannot mount") {
-			need(t, err.Error()+": apt-get install fusefat exfat-fuse, or a kernel with "+fstype)
+			usbtest.Need(t, err.Error()+": apt-get install fusefat exfat-fuse, or a kernel with "+fstype)
 		}
 		t.Fatal(err)
 	}
@@ -444,7 +437,7 @@ func pull(t *testing.T, v *vault, fstype, phase string) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("no progress within 60s")
 	}
-	shrink(t, dev)
+	usbtest.Pull(t, dev)
 	at := time.Now()
 	select {
 	case err := <-errc:
@@ -462,28 +455,6 @@ func pull(t *testing.T, v *vault, fstype, phase string) {
 	unix.Stat(filepath.Dir(m.Root()), &b)
 	if a.Dev != b.Dev {
 		t.Error("the pulled drive is still mounted after Unmount")
-	}
-}
-
-// shrink makes the loop device dev one sector long, in one step: from then
-// on every read or write past that sector fails with EIO.
-func shrink(t *testing.T, dev string) {
-	t.Helper()
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info.Sizelimit = 512
-	if err := unix.IoctlLoopSetStatus64(int(f.Fd()), info); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
-		t.Fatal(err)
 	}
 }
 
