@@ -107,18 +107,7 @@ func TestConsoleUSBInVM(t *testing.T) {
 
 	// Status → sources → snapshots of home → unlock.
 	tt.WaitFor(time.Minute, "Drawbridge console", "home")
-	tt.Keys("Enter")
-	tt.WaitFor(10*time.Second, "Sources")
-	tt.Keys("Enter")
-	tt.WaitFor(10*time.Second, "Snapshots of home")
-	tt.Keys("Enter")
-	tt.WaitFor(10*time.Second, "Restore passphrase")
-	tt.Text("not the passphrase")
-	tt.Keys("Enter")
-	tt.WaitFor(2*time.Minute, "wrong restore passphrase: refused")
-	tt.Text(vmPassphrase)
-	tt.Keys("Enter")
-	tt.WaitFor(2*time.Minute, "unlocked")
+	tt.Unlock("home", "not the passphrase", vmPassphrase, 10*time.Second, 2*time.Minute)
 	comps := strings.Split(strings.TrimPrefix(tree, "/"), "/")
 	for i := range comps {
 		tt.WaitFor(10*time.Second, comps[i]+"/")

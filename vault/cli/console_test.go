@@ -43,21 +43,7 @@ func TestConsoleInTmux(t *testing.T) {
 	tt := termtest.Start(t, "console", 120, 40, fmt.Sprintf("%s console --store %s 2>%s; echo $? >%s", bin, storeDir, filepath.Join(work, "stderr"), rc))
 	tt.WaitFor(10*time.Second, "no daemon status", "home", sn.Time.UTC().Format("2006-01-02 15:04Z"))
 
-	tt.Keys("Enter") // sources
-	tt.WaitFor(5*time.Second, "Sources")
-	tt.Keys("Enter") // snapshots of home
-	tt.WaitFor(5*time.Second, "Snapshots of home")
-	tt.Keys("Enter") // open: asks for the passphrase
-	tt.WaitFor(5*time.Second, "Restore passphrase")
-	tt.Text("wrong pass")
-	tt.Keys("Enter")
-	tt.WaitFor(10*time.Second, "wrong restore passphrase: refused")
-	if strings.Contains(tt.Screen(), "wrong pass") {
-		t.Fatal("the passphrase is echoed")
-	}
-	tt.Text("right pass")
-	tt.Keys("Enter")
-	tt.WaitFor(10*time.Second, "unlocked")
+	tt.Unlock("home", "wrong pass", "right pass", 5*time.Second, 10*time.Second)
 
 	// Down the single-entry directories of the work directory's path.
 	comps := strings.Split(strings.TrimPrefix(src, "/"), "/")

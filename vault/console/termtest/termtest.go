@@ -156,3 +156,27 @@ func (tt *Term) BackTo(s string) {
 	}
 	tt.WaitFor(10*time.Second, s)
 }
+
+// Unlock goes from the console's status screen (its first source
+// selected) to that source's snapshots and answers the restore
+// passphrase: wrong first, which the console must refuse without showing
+// it, then right. step bounds each screen's coming, slow each answer
+// (the passphrase's key derivation).
+func (tt *Term) Unlock(source, wrong, right string, step, slow time.Duration) {
+	tt.t.Helper()
+	tt.Keys("Enter")
+	tt.WaitFor(step, "Sources")
+	tt.Keys("Enter")
+	tt.WaitFor(step, "Snapshots of "+source)
+	tt.Keys("Enter")
+	tt.WaitFor(step, "Restore passphrase")
+	tt.Text(wrong)
+	tt.Keys("Enter")
+	tt.WaitFor(slow, "wrong restore passphrase: refused")
+	if strings.Contains(tt.Screen(), wrong) {
+		tt.t.Fatalf("the passphrase is shown on the screen:\n%s", tt.Screen())
+	}
+	tt.Text(right)
+	tt.Keys("Enter")
+	tt.WaitFor(slow, "unlocked")
+}
