@@ -16,20 +16,12 @@ import (
 	"time"
 
 	"drawbridge/hw/usb"
+	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/config"
 	"drawbridge/vault/config/importer"
 
 	"golang.org/x/crypto/ssh"
 )
-
-// need skips the test with what to install, or fails it under CI=true.
-func need(t testing.TB, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true requires it)")
-	}
-	t.Skip(msg)
-}
 
 func hostKey(t testing.TB) string {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
@@ -95,11 +87,11 @@ func (s *sticks) Mount(part usb.Partition, dir string, ro bool) (*usb.Mounted, e
 func image(t *testing.T, fill func(dir string)) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		need(t, "needs root for loop devices")
+		usbtest.Need(t, "needs root for loop devices")
 	}
 	for _, tool := range []string{"losetup", "mke2fs"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			need(t, "needs "+tool+": apt-get install util-linux e2fsprogs")
+			usbtest.Need(t, "needs "+tool+": apt-get install util-linux e2fsprogs")
 		}
 	}
 	img := filepath.Join(t.TempDir(), "stick.img")
@@ -111,7 +103,7 @@ func image(t *testing.T, fill func(dir string)) string {
 	if fill != nil {
 		mnt := t.TempDir()
 		if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-			need(t, "mount -o loop: "+strings.TrimSpace(string(out)))
+			usbtest.Need(t, "mount -o loop: "+strings.TrimSpace(string(out)))
 		}
 		fill(mnt)
 		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
@@ -126,7 +118,7 @@ func (s *sticks) plug(t *testing.T, img string) string {
 	t.Helper()
 	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
 	if err != nil {
-		need(t, "losetup: "+strings.TrimSpace(string(out)))
+		usbtest.Need(t, "losetup: "+strings.TrimSpace(string(out)))
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
