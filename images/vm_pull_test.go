@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"drawbridge/hw/link"
+	"drawbridge/vault/fixture"
 )
 
 // The appliance's network in the end-to-end test: a /30 in the test range,
@@ -55,14 +56,11 @@ func TestPullEndToEnd(t *testing.T) {
 		Requirement{"ip", "iproute2"},
 	))
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true requires root: network namespaces and tap interfaces")
-		}
-		t.Skip("needs root: network namespaces and tap interfaces")
+		fixture.Need(t, "needs root: network namespaces and tap interfaces")
 	}
 	a := image(t, "prod", false)
 	work := t.TempDir()
-	bin := hostBinaries(t, work)
+	bin := hostBinaries(t)
 
 	// The source host and what it offers.
 	tree := filepath.Join(work, "tree")
@@ -213,17 +211,11 @@ func (v *vm) consolePower(key byte, done string) {
 	}
 }
 
-// hostBinaries builds drawbridge and drawbridge-agent for this machine.
-func hostBinaries(t *testing.T, dir string) string {
+// hostBinaries builds drawbridge and drawbridge-agent for this machine, and
+// returns the directory that holds them.
+func hostBinaries(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(dir, "bin")
-	cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/drawbridge", "./cmd/drawbridge-agent")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
+	return filepath.Dir(fixture.Build(t, "drawbridge/cmd/drawbridge", "drawbridge/cmd/drawbridge-agent")[0])
 }
 
 // writeTree makes the source's tree: text, an empty file, a symlink and

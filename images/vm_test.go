@@ -47,6 +47,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"drawbridge/vault/fixture"
 )
 
 // Bounds of a boot under software emulation.
@@ -77,10 +79,7 @@ func TestMain(m *testing.M) {
 func need(t testing.TB, reqs []Requirement) {
 	t.Helper()
 	if m := Missing(reqs); len(m) > 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true requires it: %v", MissingError(m))
-		}
-		t.Skip(MissingError(m))
+		fixture.Need(t, MissingError(m).Error())
 	}
 }
 
@@ -669,12 +668,7 @@ func storeDisk(t *testing.T) string {
 	root := filepath.Join(dir, "root")
 	// The store makes its journal immutable where the filesystem can.
 	t.Cleanup(func() { exec.Command("chattr", "-R", "-i", root).Run() })
-	bin := filepath.Join(dir, "drawbridge")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/drawbridge")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build drawbridge: %v\n%s", err, out)
-	}
+	bin := fixture.Build(t, "drawbridge/cmd/drawbridge")[0]
 	pass := filepath.Join(dir, "passphrase")
 	if err := os.WriteFile(pass, []byte(vmPassphrase+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -876,7 +870,7 @@ func TestDaemonRestartedAndWatchdog(t *testing.T) {
 	// the only good copy of the store's directories: a copy of the disk is
 	// mounted read-write, which replays it (the disk itself stays as the
 	// reset left it; a read-only loop device could not be replayed).
-	bin := hostBinaries(t, t.TempDir())
+	bin := hostBinaries(t)
 	mnt := t.TempDir()
 	replayed := filepath.Join(t.TempDir(), "replayed.img")
 	sh(t, "cp", "--sparse=always", data, replayed)

@@ -17,6 +17,7 @@ import (
 	"drawbridge/vault/admin"
 	"drawbridge/vault/console"
 	"drawbridge/vault/console/termtest"
+	"drawbridge/vault/fixture"
 	"drawbridge/vault/journal"
 	"drawbridge/vault/store"
 )
@@ -49,14 +50,8 @@ func TestConsoleUSBInVM(t *testing.T) {
 	))
 	a := image(t, "prod", false)
 	work := t.TempDir()
-	bin := hostBinaries(t, work)
-	verify := filepath.Join(work, "bin", "drawbridge-verify")
-	build := exec.Command("go", "build", "-o", verify, "./cmd/drawbridge-verify")
-	build.Dir = ".."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build drawbridge-verify: %v\n%s", err, out)
-	}
+	bins := fixture.Build(t, "drawbridge/cmd/drawbridge", "drawbridge/cmd/drawbridge-verify")
+	bin, verify := filepath.Dir(bins[0]), bins[1]
 
 	// A store with one snapshot of a small tree, on the data disk.
 	tree := filepath.Join(work, "src")

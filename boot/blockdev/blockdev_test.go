@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"testing/fstest"
+
+	"drawbridge/vault/fixture"
 )
 
 // extImage returns the first 4 KiB of a device holding an ext filesystem
@@ -169,10 +171,7 @@ func TestScanNoSysfs(t *testing.T) {
 func TestFindRealExt4(t *testing.T) {
 	mke2fs, err := exec.LookPath("mke2fs")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mke2fs not found; CI=true requires it (apt-get install e2fsprogs)")
-		}
-		t.Skip("mke2fs not found: apt-get install e2fsprogs")
+		fixture.Need(t, "mke2fs not found: apt-get install e2fsprogs")
 	}
 	dev := t.TempDir()
 	img := filepath.Join(dev, "vdc")

@@ -12,39 +12,19 @@ import (
 	"testing"
 
 	"drawbridge/vault/agentproto"
+	"drawbridge/vault/fixture"
 )
-
-func goTool(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	if p := filepath.Join(os.Getenv("GOROOT"), "bin", "go"); os.Getenv("GOROOT") != "" {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("no go command in PATH")
-	}
-	t.Skip("needs the go command in PATH to build the agent")
-	return ""
-}
 
 // build builds the agent as it ships: static, without cgo.
 func build(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "drawbridge-agent")
-	cmd := exec.Command(goTool(t), "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return fixture.Build(t, ".")[0]
 }
 
 // The agent runs on every source host: it carries no storage, crypto or SSH
 // code, only the protocol, the chunker and metadata capture.
 func TestDependencies(t *testing.T) {
-	out, err := exec.Command(goTool(t), "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
+	out, err := exec.Command(fixture.Go(t), "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -16,7 +14,7 @@ import (
 	"drawbridge/vault/fixture"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
-	"drawbridge/vault/tree"
+	"drawbridge/vault/store/storetest"
 )
 
 func TestNotAnExport(t *testing.T) {
@@ -44,7 +42,7 @@ func TestCrossBuild(t *testing.T) {
 	if testing.Short() && os.Getenv("CI") != "true" {
 		t.Skip("cross builds take a while; skipped under -short")
 	}
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	gobin := fixture.Go(t)
 	for _, target := range []string{"linux/amd64", "linux/arm64", "windows/amd64", "darwin/amd64", "darwin/arm64"} {
 		goos, goarch, _ := strings.Cut(target, "/")
 		cmd := exec.Command(gobin, "build", "-o", filepath.Join(t.TempDir(), "v"), ".")
@@ -58,28 +56,13 @@ func TestCrossBuild(t *testing.T) {
 func TestVerifyAnExport(t *testing.T) {
 	dir := t.TempDir()
 	st := filepath.Join(dir, "store")
-	s, err := store.Init(st, []byte("pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fixture.Unseal(st)
-	defer s.Close()
+	s := storetest.New(t, st, "pass", store.InitOptions{})
 	src := filepath.Join(dir, "src")
 	fixture.Random(src, 11)
-	snap, err := s.Backup(context.Background(), "h", []string{src}, store.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := s.Unlock([]byte("pass"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	var root tree.ID
-	b, _ := hex.DecodeString(snap.Root)
-	copy(root[:], b)
+	snap := storetest.Backup(t, s, "h", src)
+	r := storetest.Unlock(t, s, "pass")
 	usb := filepath.Join(dir, "usb")
-	if _, err := export.Export(context.Background(), r, root, "", usb, export.Snapshot{ID: snap.ID}, export.Options{Identity: s.Keys().Identity}); err != nil {
+	if _, err := export.Export(context.Background(), r, storetest.Root(t, snap), "", usb, export.Snapshot{ID: snap.ID}, export.Options{Identity: s.Keys().Identity}); err != nil {
 		t.Fatal(err)
 	}
 	fp := seal.Fingerprint(s.Keys().Identity.Public())

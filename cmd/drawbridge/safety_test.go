@@ -249,16 +249,8 @@ func TestAppendOnly(t *testing.T) {
 func needTool(t *testing.T, name, pkg string) {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
-		skipOrFail(t, fmt.Sprintf("%s not found: install %s", name, pkg))
+		fixture.Need(t, fmt.Sprintf("%s not found: install %s", name, pkg))
 	}
-}
-
-func skipOrFail(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 // loopExt4 mounts a fresh 64 MiB ext4 filesystem on a loop device and
@@ -266,7 +258,7 @@ func skipOrFail(t *testing.T, msg string) {
 func loopExt4(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to mount a loop device: run the tests as root")
+		fixture.Need(t, "needs root to mount a loop device: run the tests as root")
 	}
 	needTool(t, "mkfs.ext4", "e2fsprogs")
 	needTool(t, "losetup", "util-linux")
@@ -292,7 +284,7 @@ func loopExt4(t *testing.T) string {
 	}
 	dev, err := sh("losetup", "--find", "--show", img)
 	if err != nil {
-		skipOrFail(t, fmt.Sprintf("no loop device (load the loop module, or give the container /dev/loop*): %v", err))
+		fixture.Need(t, fmt.Sprintf("no loop device (load the loop module, or give the container /dev/loop*): %v", err))
 	}
 	dev = strings.TrimSpace(dev)
 	t.Cleanup(func() {
@@ -305,7 +297,7 @@ func loopExt4(t *testing.T) string {
 		t.Fatal(err)
 	}
 	if _, err := sh("mount", "-t", "ext4", dev, mnt); err != nil {
-		skipOrFail(t, fmt.Sprintf("cannot mount a loop device here: %v", err))
+		fixture.Need(t, fmt.Sprintf("cannot mount a loop device here: %v", err))
 	}
 	t.Cleanup(func() {
 		if _, err := sh("umount", mnt); err != nil {

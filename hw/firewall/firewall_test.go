@@ -17,6 +17,7 @@ import (
 	"drawbridge/hw/firewall"
 	"drawbridge/hw/link"
 	"drawbridge/hw/link/linktest"
+	"drawbridge/vault/fixture"
 )
 
 var (
@@ -86,7 +87,7 @@ func requireNFTables(t *testing.T, p *linktest.Pair) {
 		_, err = c.ListTablesOfFamily(nftables.TableFamilyINet)
 	}
 	if err != nil {
-		linktest.Unavailable(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES, CONFIG_NF_TABLES_INET, CONFIG_NF_CONNTRACK; modprobe nf_tables): "+err.Error())
+		fixture.Need(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES, CONFIG_NF_TABLES_INET, CONFIG_NF_CONNTRACK; modprobe nf_tables): "+err.Error())
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"drawbridge/hw/firewall"
 	"drawbridge/hw/link"
 	"drawbridge/hw/link/linktest"
+	"drawbridge/vault/fixture"
 )
 
 // The DHCP server's pool on the link of a Pair; its router is the source
@@ -39,7 +40,7 @@ func dnsmasqPath(t *testing.T) string {
 			return p
 		}
 	}
-	linktest.Unavailable(t, "the DHCP tests need dnsmasq as their server (install dnsmasq-base)")
+	fixture.Need(t, "the DHCP tests need dnsmasq as their server (install dnsmasq-base)")
 	return ""
 }
 
@@ -100,7 +101,7 @@ func firewallOn(t *testing.T, p *linktest.Pair, allow ...netip.AddrPort) {
 		_, err = c.ListTablesOfFamily(nftables.TableFamilyINet)
 	}
 	if err != nil {
-		linktest.Unavailable(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES, CONFIG_NF_TABLES_INET, CONFIG_NF_CONNTRACK): "+err.Error())
+		fixture.Need(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES, CONFIG_NF_TABLES_INET, CONFIG_NF_CONNTRACK): "+err.Error())
 	}
 	fw := firewall.NewNFTablesAt(p.Vault)
 	if err := fw.On(context.Background(), firewall.Rules{Interface: p.VaultIf, Allow: allow, DHCP: true}); err != nil {

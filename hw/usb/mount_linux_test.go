@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drawbridge/hw/usb/usbtest"
+	"drawbridge/vault/fixture"
 )
 
 // loopImage makes a sparse image of size bytes, runs mkfs on it if one is
@@ -63,7 +64,7 @@ func canMount(t *testing.T, fstype string) {
 		t.Logf("the kernel has no %s; mounting through %s", fstype, fuseDrivers[fstype].name)
 		return
 	}
-	usbtest.Need(t, "the kernel has no "+fstype+" and "+fuseDrivers[fstype].name+" is missing: apt-get install fusefat exfat-fuse")
+	fixture.Need(t, "the kernel has no "+fstype+" and "+fuseDrivers[fstype].name+" is missing: apt-get install fusefat exfat-fuse")
 }
 
 func TestFormatMountUnmount(t *testing.T) {
@@ -74,7 +75,7 @@ func TestFormatMountUnmount(t *testing.T) {
 	} {
 		t.Run(c.fstype, func(t *testing.T) {
 			if _, err := lookTool(c.mkfs); err != nil {
-				usbtest.Need(t, "needs "+c.mkfs+": apt-get install e2fsprogs dosfstools exfatprogs")
+				fixture.Need(t, "needs "+c.mkfs+": apt-get install e2fsprogs dosfstools exfatprogs")
 			}
 			_, name := loopImage(t, 96<<20)
 			p := testPorts()
@@ -261,13 +262,13 @@ func TestSymlinkOutside(t *testing.T) {
 // on the whole drive and the old partition is gone.
 func TestFormatPartitioned(t *testing.T) {
 	if _, err := lookTool("mkfs.vfat"); err != nil {
-		usbtest.Need(t, "needs mkfs.vfat: apt-get install dosfstools")
+		fixture.Need(t, "needs mkfs.vfat: apt-get install dosfstools")
 	}
 	if _, err := lookTool("mkfs.exfat"); err != nil {
-		usbtest.Need(t, "needs mkfs.exfat: apt-get install exfatprogs")
+		fixture.Need(t, "needs mkfs.exfat: apt-get install exfatprogs")
 	}
 	if os.Geteuid() != 0 {
-		usbtest.Need(t, "needs root for loop devices")
+		fixture.Need(t, "needs root for loop devices")
 	}
 	img := filepath.Join(t.TempDir(), "stick.img")
 	const size = 64 << 20
@@ -283,7 +284,7 @@ func TestFormatPartitioned(t *testing.T) {
 	os.Truncate(img, size)
 	out, err := exec.Command("losetup", "-f", "-P", "--show", img).Output()
 	if err != nil {
-		usbtest.Need(t, "losetup -P: "+err.Error())
+		fixture.Need(t, "losetup -P: "+err.Error())
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
@@ -323,7 +324,7 @@ func TestFormatPartitioned(t *testing.T) {
 // matter, so the kernel's uevents are what Watch reacts to.
 func TestWatchLoop(t *testing.T) {
 	if os.Geteuid() != 0 {
-		usbtest.Need(t, "needs root for loop devices")
+		fixture.Need(t, "needs root for loop devices")
 	}
 	p := testPorts()
 	p.Poll = time.Hour

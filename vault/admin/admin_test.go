@@ -10,13 +10,11 @@ import (
 	"time"
 
 	"drawbridge/vault/admin"
-	"drawbridge/vault/fixture"
 	"drawbridge/vault/journal"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 )
-
-var testKDF = seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
 type env struct {
 	dir   string
@@ -28,18 +26,13 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{dir: filepath.Join(t.TempDir(), "store")}
-	var err error
-	e.s, err = store.Init(e.dir, []byte("restore"), store.InitOptions{KDF: testKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.s.Close(); fixture.Unseal(e.dir) })
+	e.s = storetest.New(t, e.dir, "restore", store.InitOptions{})
 	e.g = e.guard()
 	return e
 }
 
 func (e *env) guard() *admin.Guard {
-	return admin.ForStore(e.s, admin.Options{KDF: testKDF, Sleep: func(_ context.Context, d time.Duration) error {
+	return admin.ForStore(e.s, admin.Options{KDF: storetest.KDF, Sleep: func(_ context.Context, d time.Duration) error {
 		e.slept = append(e.slept, d)
 		return nil
 	}})
@@ -148,7 +141,7 @@ func TestCancelledWait(t *testing.T) {
 	ctx := context.Background()
 	e.g.Set(ctx, nil, []byte("right"))
 	e.g.Check(ctx, []byte("wrong"))
-	real := admin.ForStore(e.s, admin.Options{KDF: testKDF})
+	real := admin.ForStore(e.s, admin.Options{KDF: storetest.KDF})
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	start := time.Now()
@@ -172,7 +165,7 @@ func TestDamagedFile(t *testing.T) {
 }
 
 func TestSealedExportCannotSet(t *testing.T) {
-	k, _ := seal.NewKeys([]byte("p"), testKDF)
+	k, _ := seal.NewKeys([]byte("p"), storetest.KDF)
 	b, _ := k.MarshalPublic()
 	pk, err := seal.ParseKeys(b)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,9 +16,10 @@ import (
 
 	"drawbridge/hw/usb"
 	"drawbridge/vault/config/importer"
+	"drawbridge/vault/console/termtest"
 	"drawbridge/vault/fixture"
-	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
@@ -36,12 +36,7 @@ func newConfigEnv(t *testing.T) *configEnv {
 	e.st = filepath.Join(e.dir, "store")
 	e.current = filepath.Join(e.dir, "data", "drawbridge.toml")
 	os.Mkdir(filepath.Dir(e.current), 0o755)
-	s, err := store.Init(e.st, []byte("restore"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	t.Cleanup(func() { fixture.Unseal(e.st) })
+	storetest.New(t, e.st, "restore", store.InitOptions{}).Close()
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	k, _ := ssh.NewPublicKey(pub)
 	e.key = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
@@ -199,22 +194,12 @@ func TestConfigImportFlags(t *testing.T) {
 // openPTY returns a pseudo-terminal's controlling side and its terminal.
 func openPTY(t *testing.T) (ctl, tty *os.File) {
 	t.Helper()
-	ctl, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(int(ctl.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(ctl.Fd()), unix.TIOCGPTN)
+	ctl, name := termtest.PTY(t)
+	tty, err := os.OpenFile(name, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tty, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tty.Close(); ctl.Close() })
+	t.Cleanup(func() { tty.Close() })
 	return ctl, tty
 }
 
@@ -321,11 +306,11 @@ func (s *loopSticks) plug(t *testing.T, files map[string]string) {
 
 func TestConfigImportUSB(t *testing.T) {
 	if os.Geteuid() != 0 {
-		needTool(t, "needs root for loop devices")
+		fixture.Need(t, "needs root for loop devices")
 	}
 	for _, tool := range []string{"losetup", "mke2fs", "mount"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			needTool(t, "needs "+tool+": apt-get install util-linux e2fsprogs mount")
+			fixture.Need(t, "needs "+tool+": apt-get install util-linux e2fsprogs mount")
 		}
 	}
 	e := newConfigEnv(t)
@@ -367,12 +352,4 @@ func TestConfigImportUSB(t *testing.T) {
 	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), "drawbridge-usb-") {
 		t.Error("a stick was left mounted")
 	}
-}
-
-func needTool(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true requires it)")
-	}
-	t.Skip(msg)
 }

@@ -6,13 +6,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/console/termtest"
+	"drawbridge/vault/internal/fixture"
 )
 
 // loopStick makes an ext4 filesystem of size bytes on a loop device,
@@ -21,7 +21,7 @@ func loopStick(t *testing.T, size int64) string {
 	t.Helper()
 	for _, tool := range []string{"mount", "umount"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			usbtest.Need(t, "needs "+tool+": apt-get install mount")
+			fixture.Need(t, "needs "+tool+": apt-get install mount")
 		}
 	}
 	return usbtest.Loop(t, size, "mkfs.ext4", "-q", "-F", "-m", "0", "-L", "STICK")
@@ -38,20 +38,6 @@ func onStick(t *testing.T, dev string, fn func(dir string)) {
 	fn(dir)
 }
 
-// buildVerify builds drawbridge-verify into a temporary directory.
-func buildVerify(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(t.TempDir(), "drawbridge-verify")
-	if out, err := exec.Command(goTool, "build", "-o", bin, "drawbridge/cmd/drawbridge-verify").CombinedOutput(); err != nil {
-		t.Fatalf("build drawbridge-verify: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // TestConsoleDrivesInTmux drives the console with a real ext4 loop device
 // as the USB drive: a refused passphrase, then a file found in the
 // snapshot and restored to the drive and read back; the snapshot exported
@@ -60,7 +46,8 @@ func TestConsoleDrivesInTmux(t *testing.T) {
 	termtest.Need(t)
 	dev := loopStick(t, 64<<20)
 	name := filepath.Base(dev)
-	bin, verify := buildDrawbridge(t), buildVerify(t)
+	bins := fixture.Build(t, "drawbridge/cmd/drawbridge", "drawbridge/cmd/drawbridge-verify")
+	bin, verify := bins[0], bins[1]
 	work := t.TempDir()
 	src := filepath.Join(work, "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,9 +9,8 @@ import (
 	"time"
 
 	"drawbridge/vault/console/termtest"
-	"drawbridge/vault/internal/fixture"
-	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 )
 
 // TestConsoleInTmux drives drawbridge console in a real terminal: the status
@@ -136,21 +134,17 @@ func twoSnapshots(t *testing.T, work string) string {
 	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("first\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	storeDir, _ := consoleStore(t, work, src)
+	storeDir := filepath.Join(work, "store")
+	s := storetest.New(t, storeDir, "right pass", store.InitOptions{})
+	defer s.Close() // the console opens it
+	storetest.Backup(t, s, "home", src)
 	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("first\nsecond line\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(src, "added.txt"), []byte("new\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := store.Open(storeDir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Backup(t, s, "home", src)
 	return storeDir
 }
 
@@ -219,15 +213,7 @@ func TestConsoleScreensInTmux(t *testing.T) {
 func consoleStore(t *testing.T, work, src string) (string, *store.Snapshot) {
 	t.Helper()
 	storeDir := filepath.Join(work, "store")
-	s, err := store.Init(storeDir, []byte("right pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fixture.Unseal(storeDir) })
-	defer s.Close()
-	sn, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return storeDir, sn
+	s := storetest.New(t, storeDir, "right pass", store.InitOptions{})
+	defer s.Close() // the console opens it
+	return storeDir, storetest.Backup(t, s, "home", src)
 }

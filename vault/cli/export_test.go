@@ -13,6 +13,7 @@ import (
 	"drawbridge/vault/fixture"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 )
 
 func TestExportCommand(t *testing.T) {
@@ -20,13 +21,9 @@ func TestExportCommand(t *testing.T) {
 	st := filepath.Join(dir, "store")
 	pass := filepath.Join(dir, "pass")
 	os.WriteFile(pass, []byte("export cli passphrase\n"), 0o600)
-	s, err := store.Init(st, []byte("export cli passphrase"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.New(t, st, "export cli passphrase", store.InitOptions{})
 	fp := seal.Fingerprint(s.Keys().Identity.Public())
 	s.Close()
-	t.Cleanup(func() { fixture.Unseal(st) })
 	src := filepath.Join(dir, "src")
 	fixture.Random(src, 9)
 	main := func(args ...string) (int, string, string) {

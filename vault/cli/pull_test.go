@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -26,16 +25,7 @@ import (
 // buildDrawbridge builds the drawbridge binary into a temporary directory.
 func buildDrawbridge(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(t.TempDir(), "drawbridge")
-	out, err := exec.Command(goTool, "build", "-o", bin, "drawbridge/cmd/drawbridge").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build drawbridge: %v\n%s", err, out)
-	}
-	return bin
+	return fixture.Build(t, "drawbridge/cmd/drawbridge")[0]
 }
 
 type cliRun struct {

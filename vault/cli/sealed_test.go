@@ -13,8 +13,8 @@ import (
 
 	"drawbridge/vault/export"
 	"drawbridge/vault/fixture"
-	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 )
 
 // sealedVault is a store with three snapshots of three sources.
@@ -30,12 +30,9 @@ func newSealedVault(t *testing.T) *sealedVault {
 	v.st = filepath.Join(v.dir, "store")
 	v.pass = filepath.Join(v.dir, "pass")
 	os.WriteFile(v.pass, []byte("sealed passphrase\n"), 0o600)
-	s, err := store.Init(v.st, []byte("sealed passphrase"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	// The sealed exports under v.dir are sealed like a store.
 	t.Cleanup(func() { fixture.Unseal(v.dir) })
+	storetest.New(t, v.st, "sealed passphrase", store.InitOptions{}).Close()
 	for i, name := range []string{"db1", "web2", "mail3"} {
 		v.src[i] = filepath.Join(v.dir, "src-"+name)
 		fixture.Random(v.src[i], uint64(10+i))
@@ -282,10 +279,10 @@ func TestSealedExportInterrupted(t *testing.T) {
 // back from there.
 func TestSealedExportExFAT(t *testing.T) {
 	if os.Geteuid() != 0 {
-		needTool(t, "needs root to mount")
+		fixture.Need(t, "needs root to mount")
 	}
 	if _, err := exec.LookPath("mkfs.exfat"); err != nil {
-		needTool(t, "needs mkfs.exfat: apt-get install exfatprogs")
+		fixture.Need(t, "needs mkfs.exfat: apt-get install exfatprogs")
 	}
 	v := newSealedVault(t)
 	img := filepath.Join(t.TempDir(), "stick.img")
@@ -300,7 +297,7 @@ func TestSealedExportExFAT(t *testing.T) {
 	os.Mkdir(mnt, 0o755)
 	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
 	if err != nil {
-		needTool(t, "losetup: "+strings.TrimSpace(string(out)))
+		fixture.Need(t, "losetup: "+strings.TrimSpace(string(out)))
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
@@ -311,7 +308,7 @@ func TestSealedExportExFAT(t *testing.T) {
 		}
 	} else {
 		if _, err := exec.LookPath("mount.exfat-fuse"); err != nil {
-			needTool(t, "no exfat in the kernel and no exfat-fuse: apt-get install exfat-fuse")
+			fixture.Need(t, "no exfat in the kernel and no exfat-fuse: apt-get install exfat-fuse")
 		}
 		if out, err := exec.Command("mount.exfat-fuse", dev, mnt).CombinedOutput(); err != nil {
 			t.Fatalf("mount.exfat-fuse: %v\n%s", err, out)

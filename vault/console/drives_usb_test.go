@@ -23,6 +23,7 @@ import (
 	"drawbridge/vault/journal"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 	"drawbridge/vault/todrive"
 )
 
@@ -52,20 +53,9 @@ func newUSBVault(t *testing.T, fill func(src string)) *usbVault {
 	}
 	fill(src)
 	dir := filepath.Join(work, "store")
-	s, err := store.Init(dir, []byte("pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(); fixture.Unseal(dir) })
-	sn, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := s.Unlock([]byte("pass"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	s := storetest.New(t, dir, "pass", store.InitOptions{})
+	sn := storetest.Backup(t, s, "home", src)
+	r := storetest.Unlock(t, s, "pass")
 	p := usb.Local()
 	p.Any = true
 	v := &usbVault{s: s, sn: *sn, r: r, u: &USBDrives{Ports: p, MountDir: filepath.Join(work, "mnt"), Store: s, StoreDir: dir}}
@@ -347,7 +337,7 @@ func TestUSBDrivesFAT(t *testing.T) {
 	part := v.partition(t, name)
 	m, err := v.u.Ports.Mount(part, filepath.Join(t.TempDir(), "probe"), true)
 	if err != nil {
-		usbtest.Need(t, "this machine cannot mount vfat: "+err.Error())
+		fixture.Need(t, "this machine cannot mount vfat: "+err.Error())
 	}
 	m.Unmount()
 	root, _ := parseRoot(v.sn.Root)

@@ -1,13 +1,11 @@
 package console
 
 import (
-	"fmt"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"drawbridge/vault/console/termtest"
 )
 
 // TestRedrawSendsOnlyChanges: the status screen drawn again and again on a
@@ -15,18 +13,7 @@ import (
 // nothing after the first frame; a full repaint at each tick would swamp a
 // 115200-baud line.
 func TestRedrawSendsOnlyChanges(t *testing.T) {
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	defer m.Close()
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, slave := termtest.PTY(t)
 	var sent atomic.Int64
 	go func() {
 		buf := make([]byte, 64<<10)
@@ -38,7 +25,7 @@ func TestRedrawSendsOnlyChanges(t *testing.T) {
 			}
 		}
 	}()
-	s, err := OpenTTY(fmt.Sprintf("/dev/pts/%d", n), func(string) string { return "" })
+	s, err := OpenTTY(slave, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,10 +17,10 @@ import (
 
 	"drawbridge/vault/admin"
 	"drawbridge/vault/daemon"
-	"drawbridge/vault/internal/fixture"
 	"drawbridge/vault/journal"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 	"drawbridge/vault/vfs"
 )
 
@@ -34,16 +34,8 @@ func TestStoreBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(work, "store")
-	s, err := store.Init(dir, []byte("pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fixture.Unseal(dir) })
-	defer s.Close()
-	sn, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.New(t, dir, "pass", store.InitOptions{})
+	sn := storetest.Backup(t, s, "home", src)
 	b := &StoreBackend{Store: s, Dir: dir, Writable: true}
 	st := b.Status(context.Background())
 	if len(st.Snapshots) != 1 || st.Snapshots[0].ID != sn.ID || st.Packs == 0 || st.PackBytes == 0 || st.Daemon != nil || len(st.Journal) != 2 {
@@ -176,15 +168,8 @@ func TestStoreBackendInDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(work, "store")
-	s, err := store.Init(dir, []byte("pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fixture.Unseal(dir) })
-	defer s.Close()
-	if _, err := s.Backup(context.Background(), "home", []string{src}, store.BackupOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.New(t, dir, "pass", store.InitOptions{})
+	storetest.Backup(t, s, "home", src)
 	fd := &fakeDaemon{st: daemon.Status{NextWindow: &daemon.WindowStatus{Start: time.Date(2026, 1, 3, 2, 0, 0, 0, time.UTC)}}}
 	b := &StoreBackend{Store: s, Dir: dir, Writable: true, Daemon: fd, NowLength: 20 * time.Minute}
 	st := b.Status(context.Background())
@@ -327,12 +312,7 @@ func TestStoreBackendInDaemon(t *testing.T) {
 
 func TestStoreBackendPower(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
-	s, err := store.Init(dir, []byte("pass"), store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fixture.Unseal(dir) })
-	defer s.Close()
+	s := storetest.New(t, dir, "pass", store.InitOptions{})
 	var did []string
 	b := &StoreBackend{Store: s, Dir: dir, Writable: true}
 	if err := b.Power(true); !errors.Is(err, ErrNoPower) {

@@ -1,36 +1,15 @@
 package console
 
 import (
-	"fmt"
 	"io"
-	"os"
 	"testing"
 
 	"github.com/gdamore/tcell/v2"
 	"golang.org/x/sys/unix"
 
+	"drawbridge/vault/console/termtest"
 	"drawbridge/vault/internal/fixture"
 )
-
-// pty opens a pseudo-terminal pair and returns the master and the slave's
-// path; the master is drained so that the screen's writes never block.
-func pty(t *testing.T) (*os.File, string) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	t.Cleanup(func() { m.Close() })
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(io.Discard, m)
-	return m, fmt.Sprintf("/dev/pts/%d", n)
-}
 
 // TestOpenTTYSize: a line that reports no size (a new pty, like a serial
 // line) gets 80x24 or DRAWBRIDGE_CONSOLE_SIZE; one that reports its size
@@ -47,7 +26,8 @@ func TestOpenTTYSize(t *testing.T) {
 		{"its own size", "100x30", &unix.Winsize{Col: 120, Row: 40}, 120, 40},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			m, slave := pty(t)
+			m, slave := termtest.PTY(t)
+			go io.Copy(io.Discard, m)
 			if c.set != nil {
 				if err := unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, c.set); err != nil {
 					t.Fatal(err)
@@ -85,7 +65,8 @@ func TestOpenTTYSize(t *testing.T) {
 // a console started and stopped again and again (the daemon restarts a
 // console that failed) leaves no descriptor of the line open.
 func TestOpenTTYReleasesTheLine(t *testing.T) {
-	m, slave := pty(t)
+	m, slave := termtest.PTY(t)
+	go io.Copy(io.Discard, m)
 	for i := range 5 {
 		scr, err := OpenTTY(slave, func(string) string { return "" })
 		if err != nil {

@@ -17,17 +17,15 @@ import (
 	"drawbridge/hw/firewall"
 	"drawbridge/hw/link"
 	"drawbridge/vault/config"
-	"drawbridge/vault/internal/fixture"
 	"drawbridge/vault/journal"
 	"drawbridge/vault/pull"
-	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 	"drawbridge/vault/window"
 )
 
 var (
 	testPass = []byte("test passphrase")
-	testKDF  = seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 	// t0 is far from the machine's time, so that a record stamped by any
 	// clock but the injected one shows.
 	t0    = time.Date(2031, 3, 4, 1, 58, 30, 0, time.UTC)
@@ -72,12 +70,7 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 func newStore(t testing.TB, clock func() time.Time) (*store.Store, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "store")
-	s, err := store.Init(dir, testPass, store.InitOptions{KDF: testKDF, PackTarget: 4 << 20, Options: store.Options{Clock: clock}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(); fixture.Unseal(dir) })
-	return s, dir
+	return storetest.New(t, dir, string(testPass), store.InitOptions{PackTarget: 4 << 20, Options: store.Options{Clock: clock}}), dir
 }
 
 func testConfig(dir string) *config.Config {

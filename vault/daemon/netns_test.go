@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +27,7 @@ import (
 	"drawbridge/hw/link"
 	"drawbridge/hw/link/linktest"
 	"drawbridge/vault/config"
+	"drawbridge/vault/internal/fixture"
 	"drawbridge/vault/journal"
 	"drawbridge/vault/store"
 	"drawbridge/vault/window"
@@ -61,12 +61,12 @@ func newVaultNet(t *testing.T, authorizedKey string) *vaultNet {
 	t.Helper()
 	p := linktest.NewPair(t)
 	if _, err := os.Stat(sshdPath); err != nil {
-		linktest.Unavailable(t, "a real source host needs "+sshdPath+" (install openssh-server)")
+		fixture.Need(t, "a real source host needs "+sshdPath+" (install openssh-server)")
 	}
 	if c, err := nftables.New(nftables.WithNetNSFd(int(p.Vault))); err != nil {
-		linktest.Unavailable(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES; modprobe nf_tables): "+err.Error())
+		fixture.Need(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES; modprobe nf_tables): "+err.Error())
 	} else if _, err := c.ListTables(); err != nil {
-		linktest.Unavailable(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES; modprobe nf_tables): "+err.Error())
+		fixture.Need(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES; modprobe nf_tables): "+err.Error())
 	}
 	v := &vaultNet{p: p}
 	dir := t.TempDir()
@@ -177,7 +177,7 @@ func (v *vaultNet) listening(t *testing.T) []string {
 	t.Helper()
 	out, err := v.p.Exec(v.p.VaultNS, "ss", "-H", "-ltnu")
 	if err != nil {
-		linktest.Unavailable(t, "listing sockets needs ss (install iproute2): "+err.Error())
+		fixture.Need(t, "listing sockets needs ss (install iproute2): "+err.Error())
 	}
 	var socks []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -451,16 +451,7 @@ func buildDrawbridge(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds and runs the drawbridge binary; not with -short")
 	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(t.TempDir(), "drawbridge")
-	out, err := exec.Command(gobin, "build", "-o", bin, "drawbridge/cmd/drawbridge").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build drawbridge: %v\n%s", err, out)
-	}
-	return bin
+	return fixture.Build(t, "drawbridge/cmd/drawbridge")[0]
 }
 
 // daemonProc is `drawbridge run` running in the background.

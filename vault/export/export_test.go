@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"io/fs"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"drawbridge/vault/fixture"
 	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 	"drawbridge/vault/tree"
 )
 
@@ -35,29 +35,12 @@ type vault struct {
 
 func newVault(t testing.TB, fill func(dir string)) *vault {
 	t.Helper()
-	pass := []byte("export test passphrase")
-	dir := filepath.Join(t.TempDir(), "store")
-	s, err := store.Init(dir, pass, store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The store makes its sealed files immutable (as root).
-	t.Cleanup(func() { s.Close(); fixture.Unseal(dir) })
+	s := storetest.New(t, filepath.Join(t.TempDir(), "store"), "export test passphrase", store.InitOptions{})
 	src := filepath.Join(t.TempDir(), "src")
 	fill(src)
-	snap, err := s.Backup(context.Background(), "fixture", []string{src}, store.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := s.Unlock(pass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	var root tree.ID
-	b, _ := hex.DecodeString(snap.Root)
-	copy(root[:], b)
-	return &vault{s: s, r: r, snap: snap, root: root, src: src, sub: strings.TrimPrefix(src, "/")}
+	snap := storetest.Backup(t, s, "fixture", src)
+	r := storetest.Unlock(t, s, "export test passphrase")
+	return &vault{s: s, r: r, snap: snap, root: storetest.Root(t, snap), src: src, sub: strings.TrimPrefix(src, "/")}
 }
 
 func (v *vault) export(t testing.TB, target string) (*export.Report, error) {
@@ -453,17 +436,11 @@ func TestRefusedEntriesAreListedAndSkipped(t *testing.T) {
 // TestVFAT exports to a real FAT filesystem on a loop device: names FAT
 // cannot hold and symlinks are listed as not exported, the rest verifies.
 func TestVFAT(t *testing.T) {
-	need := func(msg string) {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
 	if os.Geteuid() != 0 {
-		need("needs root to mount a loop device")
+		fixture.Need(t, "needs root to mount a loop device")
 	}
 	if _, err := exec.LookPath("mkfs.vfat"); err != nil {
-		need("needs mkfs.vfat: apt-get install dosfstools")
+		fixture.Need(t, "needs mkfs.vfat: apt-get install dosfstools")
 	}
 	img := filepath.Join(t.TempDir(), "usb.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -485,7 +462,7 @@ func TestVFAT(t *testing.T) {
 		}
 		t.Cleanup(func() { exec.Command("fusermount", "-u", mnt).Run() })
 	} else {
-		need("mount -o loop " + img + ": needs a kernel with vfat (modprobe vfat) or fusefat (apt-get install fusefat): " + strings.TrimSpace(string(out)))
+		fixture.Need(t, "mount -o loop "+img+": needs a kernel with vfat (modprobe vfat) or fusefat (apt-get install fusefat): "+strings.TrimSpace(string(out)))
 	}
 
 	v := newVault(t, func(dir string) {

@@ -26,40 +26,16 @@ import (
 	"drawbridge/vault/internal/fixture"
 	"drawbridge/vault/internal/sshtest"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 	"drawbridge/vault/tree"
 )
 
-// goTool is the go command that builds the binaries the tests run on
-// source hosts.
-func goTool(t testing.TB) string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		t.Skip("the go command is needed to build the agent for the source host")
-	}
-	return p
-}
-
-// buildCmd builds a static binary of pkg into a test directory.
-func buildCmd(t testing.TB, pkg, name string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command(goTool(t), "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
-
 func buildAgent(t testing.TB) string {
-	return buildCmd(t, "drawbridge/cmd/drawbridge-agent", "drawbridge-agent")
+	return fixture.Build(t, "drawbridge/cmd/drawbridge-agent")[0]
 }
 
 func buildFakeAgent(t testing.TB) string {
-	return buildCmd(t, "./testdata/fakeagent", "fakeagent")
+	return fixture.Build(t, "./testdata/fakeagent")[0]
 }
 
 // agentHost starts a source host whose forced command for the vault's key
@@ -318,12 +294,7 @@ func TestAgentPullTwoSources(t *testing.T) {
 func newStoreAt(t testing.TB, packTarget int) (*store.Store, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "store")
-	s, err := store.Init(dir, testPass, store.InitOptions{KDF: testKDF, PackTarget: packTarget})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(); fixture.Unseal(dir) })
-	return s, dir
+	return storetest.New(t, dir, string(testPass), store.InitOptions{PackTarget: packTarget}), dir
 }
 
 // A pull cut off after some packs are sealed keeps them: the next pull

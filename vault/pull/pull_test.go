@@ -14,28 +14,18 @@ import (
 	"time"
 
 	"drawbridge/vault/config"
-	"drawbridge/vault/internal/fixture"
 	"drawbridge/vault/internal/sshtest"
 	"drawbridge/vault/journal"
 	"drawbridge/vault/restore"
-	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
 	"drawbridge/vault/tree"
 )
 
-var (
-	testPass = []byte("test passphrase")
-	testKDF  = seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
-)
+var testPass = []byte("test passphrase")
 
 func newStore(t testing.TB) *store.Store {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "store")
-	s, err := store.Init(dir, testPass, store.InitOptions{KDF: testKDF, PackTarget: 4 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(); fixture.Unseal(dir) })
+	s, _ := newStoreAt(t, 4<<20)
 	return s
 }
 

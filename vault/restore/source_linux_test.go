@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drawbridge/vault/internal/fixture"
 	"drawbridge/vault/tree"
 )
 
@@ -192,10 +193,7 @@ func needRoot(t *testing.T, why string) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root (%s); CI=true requires it to run", why)
-	}
-	t.Skipf("needs root (%s); run as root (CI=true makes this a failure)", why)
+	fixture.Need(t, "needs root ("+why+"); run as root")
 }
 
 // needUserXattrs skips a test whose filesystem lacks user xattrs, except under
@@ -211,10 +209,7 @@ func needUserXattrs(t *testing.T, dir string) {
 	if err == nil {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("the filesystem of %s has no user xattrs (%v); CI=true needs one that has", dir, err)
-	}
-	t.Skipf("the filesystem of %s has no user xattrs (%v); use ext4, xfs or tmpfs (CI=true makes this a failure)", dir, err)
+	fixture.Need(t, fmt.Sprintf("the filesystem of %s has no user xattrs (%v); use ext4, xfs or tmpfs", dir, err))
 }
 
 // tempDir is t.TempDir whose cleanup first makes every directory writable

@@ -3,7 +3,6 @@ package todrive_test
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -24,8 +23,8 @@ import (
 	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/fixture"
 	"drawbridge/vault/restore"
-	"drawbridge/vault/seal"
 	"drawbridge/vault/store"
+	"drawbridge/vault/store/storetest"
 	"drawbridge/vault/todrive"
 	"drawbridge/vault/tree"
 )
@@ -50,26 +49,10 @@ func newVault(t testing.TB, fill func(dir string)) *vault {
 // backup backs src up into a fresh store and unlocks it.
 func backup(t testing.TB, src string) *vault {
 	t.Helper()
-	pass := []byte("todrive test passphrase")
-	dir := filepath.Join(t.TempDir(), "store")
-	s, err := store.Init(dir, pass, store.InitOptions{KDF: seal.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(); fixture.Unseal(dir) })
-	snap, err := s.Backup(context.Background(), "fixture", []string{src}, store.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := s.Unlock(pass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	var root tree.ID
-	b, _ := hex.DecodeString(snap.Root)
-	copy(root[:], b)
-	return &vault{s: s, snap: snap, r: r, root: root, sub: strings.TrimPrefix(src, "/"), src: src}
+	s := storetest.New(t, filepath.Join(t.TempDir(), "store"), "todrive test passphrase", store.InitOptions{})
+	snap := storetest.Backup(t, s, "fixture", src)
+	r := storetest.Unlock(t, s, "todrive test passphrase")
+	return &vault{s: s, snap: snap, r: r, root: storetest.Root(t, snap), sub: strings.TrimPrefix(src, "/"), src: src}
 }
 
 // pacedSource is a restore.Source that waits before each chunk.
@@ -136,7 +119,7 @@ func sameFiles(t *testing.T, a, b string, skip ...string) {
 func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		usbtest.Need(t, "needs root for loop devices")
+		fixture.Need(t, "needs root for loop devices")
 	}
 	img := filepath.Join(t.TempDir(), "stick.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -147,7 +130,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	if _, err := exec.LookPath("losetup"); err == nil {
 		out, err := exec.Command("losetup", "--direct-io=on", "-f", "--show", img).Output()
 		if err != nil {
-			usbtest.Need(t, "losetup: "+err.Error())
+			fixture.Need(t, "losetup: "+err.Error())
 		}
 		dev = strings.TrimSpace(string(out))
 		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
@@ -157,7 +140,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 		var detach func()
 		dev, detach, err = attachLoop(img)
 		if err != nil {
-			usbtest.Need(t, "no losetup, and a loop device by ioctl: "+err.Error())
+			fixture.Need(t, "no losetup, and a loop device by ioctl: "+err.Error())
 		}
 		t.Cleanup(detach)
 	}
@@ -175,7 +158,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	}
 	if err := p.Format(context.Background(), *d, fstype, "STICK", d.Confirmation()); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			usbtest.Need(t, err.Error()+": apt-get install e2fsprogs exfatprogs dosfstools")
+			fixture.Need(t, err.Error()+": apt-get install e2fsprogs exfatprogs dosfstools")
 		}
 		t.Fatal(err)
 	}
@@ -183,7 +166,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	m, err := p.Mount(part, filepath.Join(t.TempDir(), "mnt"), false)
 	if err != nil {
 		if strings.Contains(err.Error(), "FUSE driver") || strings.Contains(err.Error(), "kernel cannot mount") {
-			usbtest.Need(t, err.Error()+": apt-get install fusefat exfat-fuse, or a kernel with "+fstype)
+			fixture.Need(t, err.Error()+": apt-get install fusefat exfat-fuse, or a kernel with "+fstype)
 		}
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"drawbridge/vault/internal/fixture"
 )
 
 // needRoot skips a test that needs root, except under CI=true where the
@@ -19,10 +21,7 @@ func needRoot(t *testing.T) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (mknod of devices, chown); CI=true requires it to run")
-	}
-	t.Skip("needs root for mknod of devices; run as root (CI=true makes this a failure)")
+	fixture.Need(t, "needs root for mknod of devices and chown; run as root")
 }
 
 func TestCaptureKinds(t *testing.T) {
@@ -173,10 +172,7 @@ func TestCaptureXattrs(t *testing.T) {
 	}
 	err := unix.Lsetxattr(f, "user.b", []byte("two"), 0)
 	if errors.Is(err, unix.ENOTSUP) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the filesystem of %s has no user xattrs; CI=true needs one that has", dir)
-		}
-		t.Skipf("the filesystem of %s has no user xattrs; use ext4, xfs or tmpfs (CI=true makes this a failure)", dir)
+		fixture.Need(t, "the filesystem of "+dir+" has no user xattrs; use ext4, xfs or tmpfs")
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"drawbridge/hw/link"
 	"drawbridge/hw/link/linktest"
 	"drawbridge/hw/relay"
+	"drawbridge/vault/internal/fixture"
 )
 
 // TestWindowInNamespaces runs a whole window with the real link and firewall
@@ -24,9 +25,9 @@ import (
 func TestWindowInNamespaces(t *testing.T) {
 	p := linktest.NewPair(t)
 	if c, err := nftables.New(nftables.WithNetNSFd(int(p.Vault))); err != nil {
-		linktest.Unavailable(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES; modprobe nf_tables): "+err.Error())
+		fixture.Need(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES; modprobe nf_tables): "+err.Error())
 	} else if _, err := c.ListTables(); err != nil {
-		linktest.Unavailable(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES; modprobe nf_tables): "+err.Error())
+		fixture.Need(t, "the firewall needs kernel nftables support (CONFIG_NF_TABLES; modprobe nf_tables): "+err.Error())
 	}
 	lk := link.NewNetlink(p.VaultHandle())
 	src := p.ListenSource()

@@ -37,6 +37,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"drawbridge/hw/link"
+	"drawbridge/vault/fixture"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,19 +70,8 @@ func Require(t testing.TB) {
 		missing = append(missing, "the ip command (install iproute2)")
 	}
 	if len(missing) > 0 {
-		Unavailable(t, "a test network namespace needs "+strings.Join(missing, " and "))
+		fixture.Need(t, "a test network namespace needs "+strings.Join(missing, " and "))
 	}
-}
-
-// Unavailable ends a test that cannot find what it needs: it fails under
-// CI=true, where everything must be installed, and skips with msg, which
-// says what to install, elsewhere.
-func Unavailable(t testing.TB, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 var ipPath = sync.OnceValues(func() (string, error) {
@@ -130,7 +120,7 @@ func NewPair(t testing.TB) *Pair {
 	}
 	for _, ns := range []string{p.VaultNS, p.SourceNS} {
 		if _, err := ip("netns", "add", ns); err != nil {
-			Unavailable(t, fmt.Sprintf("linktest: cannot create a network namespace (%v); the kernel needs CONFIG_NET_NS", err))
+			fixture.Need(t, fmt.Sprintf("linktest: cannot create a network namespace (%v); the kernel needs CONFIG_NET_NS", err))
 		}
 		t.Cleanup(func() {
 			if _, err := ip("netns", "del", ns); err != nil {
@@ -152,7 +142,7 @@ func NewPair(t testing.TB) *Pair {
 	for _, s := range steps {
 		if _, err := ip(s...); err != nil {
 			if s[0] == "link" && s[1] == "add" {
-				Unavailable(t, fmt.Sprintf("linktest: cannot create a veth pair (%v); the kernel needs CONFIG_VETH", err))
+				fixture.Need(t, fmt.Sprintf("linktest: cannot create a veth pair (%v); the kernel needs CONFIG_VETH", err))
 			}
 			t.Fatalf("linktest: %v", err)
 		}

@@ -19,17 +19,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// Need skips the test with msg, or fails it under CI=true, where every
-// real component a test needs must be there.
-func Need(t testing.TB, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true requires it)")
-	}
-	t.Skip(msg)
-}
+	"drawbridge/vault/fixture"
+)
 
 // Loop makes a sparse image of size bytes, runs mkfs on it if one is
 // given (the command and its flags; the image is added last), attaches it
@@ -44,10 +36,10 @@ func Loop(t testing.TB, size int64, mkfs ...string) string {
 func Image(t testing.TB, size int64, mkfs ...string) (img, dev string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		Need(t, "needs root for loop devices")
+		fixture.Need(t, "needs root for loop devices")
 	}
 	if _, err := exec.LookPath("losetup"); err != nil {
-		Need(t, "needs losetup: apt-get install util-linux")
+		fixture.Need(t, "needs losetup: apt-get install util-linux")
 	}
 	img = filepath.Join(t.TempDir(), "stick.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -58,7 +50,7 @@ func Image(t testing.TB, size int64, mkfs ...string) (img, dev string) {
 	}
 	if len(mkfs) > 0 {
 		if _, err := exec.LookPath(mkfs[0]); err != nil {
-			Need(t, "needs "+mkfs[0]+": apt-get install e2fsprogs dosfstools exfatprogs")
+			fixture.Need(t, "needs "+mkfs[0]+": apt-get install e2fsprogs dosfstools exfatprogs")
 		}
 		if out, err := exec.Command(mkfs[0], append(mkfs[1:], img)...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", mkfs[0], err, out)
@@ -66,7 +58,7 @@ func Image(t testing.TB, size int64, mkfs ...string) (img, dev string) {
 	}
 	out, err := exec.Command("losetup", "-f", "--show", img).Output()
 	if err != nil {
-		Need(t, "losetup: "+err.Error())
+		fixture.Need(t, "losetup: "+err.Error())
 	}
 	dev = strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })

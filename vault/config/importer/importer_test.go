@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"drawbridge/hw/usb"
-	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/config"
 	"drawbridge/vault/config/importer"
+	"drawbridge/vault/internal/fixture"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -87,11 +87,11 @@ func (s *sticks) Mount(part usb.Partition, dir string, ro bool) (*usb.Mounted, e
 func image(t *testing.T, fill func(dir string)) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		usbtest.Need(t, "needs root for loop devices")
+		fixture.Need(t, "needs root for loop devices")
 	}
 	for _, tool := range []string{"losetup", "mke2fs"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			usbtest.Need(t, "needs "+tool+": apt-get install util-linux e2fsprogs")
+			fixture.Need(t, "needs "+tool+": apt-get install util-linux e2fsprogs")
 		}
 	}
 	img := filepath.Join(t.TempDir(), "stick.img")
@@ -103,7 +103,7 @@ func image(t *testing.T, fill func(dir string)) string {
 	if fill != nil {
 		mnt := t.TempDir()
 		if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-			usbtest.Need(t, "mount -o loop: "+strings.TrimSpace(string(out)))
+			fixture.Need(t, "mount -o loop: "+strings.TrimSpace(string(out)))
 		}
 		fill(mnt)
 		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
@@ -118,7 +118,7 @@ func (s *sticks) plug(t *testing.T, img string) string {
 	t.Helper()
 	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
 	if err != nil {
-		usbtest.Need(t, "losetup: "+strings.TrimSpace(string(out)))
+		fixture.Need(t, "losetup: "+strings.TrimSpace(string(out)))
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })

@@ -19,6 +19,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"drawbridge/vault/fixture"
 )
 
 // Term is one tmux pane running a command.
@@ -38,10 +42,7 @@ type Term struct {
 func Need(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("tmux is needed to drive the console: install it (apt-get install tmux)")
-		}
-		t.Skip("tmux not found: install it (apt-get install tmux) to test the console")
+		fixture.Need(t, "tmux is needed to drive the console: install it (apt-get install tmux)")
 	}
 }
 
@@ -179,4 +180,26 @@ func (tt *Term) Unlock(source, wrong, right string, step, slow time.Duration) {
 	tt.Text(right)
 	tt.Keys("Enter")
 	tt.WaitFor(slow, "unlocked")
+}
+
+// PTY opens a pseudo-terminal pair for a test that talks to a terminal
+// without tmux: it returns the controlling side, closed when the test
+// ends, and the path of the terminal side (/dev/pts/N). Nothing drains
+// the controlling side: a test that does not read it must, or writes to
+// the terminal block once its buffer is full.
+func PTY(t testing.TB) (*os.File, string) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		fixture.Need(t, "no pseudo-terminals here (mount devpts on /dev/pts): "+err.Error())
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, "/dev/pts/" + strconv.Itoa(n)
 }
