@@ -117,7 +117,7 @@ func subtree(t testing.TB, s *store.Store, sn *store.Snapshot, p string) tree.ID
 		t.Fatal(err)
 	}
 	defer r.Close()
-	id := rootOf(t, sn)
+	id := storetest.Root(t, sn)
 	for _, name := range strings.Split(strings.Trim(p, "/"), "/") {
 		tr, err := r.Tree(context.Background(), id)
 		if err != nil {
@@ -314,6 +314,16 @@ func TestAgentPullResume(t *testing.T) {
 	total := sum(sizes)
 	cfg := &config.Config{Path: "test.toml", Sources: []config.Source{agentSource(t, h, "cut", src)}}
 
+	cutThenResume(t, s, dir, cfg, h, src, total)
+}
+
+// cutThenResume pulls cfg's one source (the tree src of total bytes, on h)
+// into s, whose directory is dir, and cuts the pull off once the sealed
+// packs hold two fifths of the tree: no snapshot may be left. It pulls
+// again and checks that the source sent about what was not stored yet, and
+// that the snapshot restores to src.
+func cutThenResume(t *testing.T, s *store.Store, dir string, cfg *config.Config, h *sshtest.Host, src string, total int64) *store.Snapshot {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tx := h.SourceTxBytes()
@@ -354,6 +364,7 @@ wait:
 		t.Fatalf("restored tree differs from the source:\n%s", strings.Join(d, "\n"))
 	}
 	verifyClean(t, s)
+	return sn
 }
 
 // The agent pulls a tree it cannot write to.
@@ -625,14 +636,14 @@ func TestAgentLocal(t *testing.T) {
 	verifyClean(t, s)
 }
 
-// A file of more than tree.MaxListRefs chunks is stored with list blobs.
-// The agent is testdata/fakeagent, which announces a file of 70,000
-// copies of one chunk, so that little has to move.
-func TestAgentLocalLongFile(t *testing.T) {
-	s := newStore(t)
-	conn, wait := startFake(t, buildFakeAgent(t), "long")
+// pullFake pulls /data from testdata/fakeagent in the given mode into s,
+// as source mode, with warn (nil for none) for what is left out. It returns
+// the snapshot, a reader of s and the tree of /data in the snapshot.
+func pullFake(t *testing.T, s *store.Store, mode string, warn func(string, error)) (*store.Snapshot, *store.Reader, *tree.Tree) {
+	t.Helper()
+	conn, wait := startFake(t, buildFakeAgent(t), mode)
 	ctx := context.Background()
-	w, err := s.NewWriter(ctx, "long", store.WriterOptions{})
+	w, err := s.NewWriter(ctx, mode, store.WriterOptions{Warn: warn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,15 +659,21 @@ func TestAgentLocalLongFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := s.Unlock(testPass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := storetest.Unlock(t, s, string(testPass))
 	tr, err := r.Tree(ctx, subtree(t, s, sn, "/data"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sn, r, tr
+}
+
+// A file of more than tree.MaxListRefs chunks is stored with list blobs.
+// The agent is testdata/fakeagent, which announces a file of 70,000
+// copies of one chunk, so that little has to move.
+func TestAgentLocalLongFile(t *testing.T) {
+	s := newStore(t)
+	_, r, tr := pullFake(t, s, "long", nil)
+	ctx := context.Background()
 	min := s.Info().Chunker.Min
 	e := tr.Entries[0]
 	if e.Name != "f" || e.Layout != tree.LayoutIndirect || len(e.Lists) != 2 || e.Size != 70000*uint64(min) {
@@ -681,40 +698,13 @@ func TestAgentLocalLongFile(t *testing.T) {
 // A file that cannot be read is left out, with the names linked to it,
 // and the snapshot is partial.
 func TestAgentLocalFileErr(t *testing.T) {
-	s := newStore(t)
-	conn, wait := startFake(t, buildFakeAgent(t), "fileerr")
-	ctx := context.Background()
 	var warned []string
-	w, err := s.NewWriter(ctx, "fileerr", store.WriterOptions{Warn: func(p string, err error) {
+	sn, _, tr := pullFake(t, newStore(t), "fileerr", func(p string, err error) {
 		warned = append(warned, p)
 		t.Logf("warning: %s: %v", p, err)
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := runAgent(ctx, conn, []string{"/data"}, w, testLog(t), localLimits)
-	if err != nil {
-		w.Abort()
-		t.Fatal(err)
-	}
-	if err := wait(); err != nil {
-		t.Fatalf("fake agent: %v", err)
-	}
-	sn, err := w.Commit(root, []string{"/data"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	if sn.Status != "partial" || sn.Errors != 3 || strings.Join(warned, " ") != "/data/a /data/b /data/d" {
 		t.Errorf("snapshot %s with %d errors; warnings for %q", sn.Status, sn.Errors, warned)
-	}
-	r, err := s.Unlock(testPass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	tr, err := r.Tree(ctx, subtree(t, s, sn, "/data"))
-	if err != nil {
-		t.Fatal(err)
 	}
 	if len(tr.Entries) != 1 || tr.Entries[0].Name != "c" || tr.Entries[0].Kind != tree.File || tr.Entries[0].Size != 5 {
 		t.Fatalf("/data holds %+v", tr.Entries)
@@ -724,36 +714,9 @@ func TestAgentLocalFileErr(t *testing.T) {
 // A file given up on with FILEERR while segments of it are open: those
 // segments are still sent and stored, and the file is left out.
 func TestAgentLocalFileErrOpen(t *testing.T) {
-	s := newStore(t)
-	conn, wait := startFake(t, buildFakeAgent(t), "fileerr-open")
-	ctx := context.Background()
-	w, err := s.NewWriter(ctx, "fileerr-open", store.WriterOptions{Warn: func(p string, err error) { t.Logf("warning: %s: %v", p, err) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := runAgent(ctx, conn, []string{"/data"}, w, testLog(t), localLimits)
-	if err != nil {
-		w.Abort()
-		t.Fatal(err)
-	}
-	if err := wait(); err != nil {
-		t.Fatalf("fake agent: %v", err)
-	}
-	sn, err := w.Commit(root, []string{"/data"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sn, _, tr := pullFake(t, newStore(t), "fileerr-open", func(p string, err error) { t.Logf("warning: %s: %v", p, err) })
 	if sn.Status != "partial" || sn.Errors != 1 || sn.Files != 0 {
 		t.Errorf("snapshot %s with %d errors and %d files", sn.Status, sn.Errors, sn.Files)
-	}
-	r, err := s.Unlock(testPass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	tr, err := r.Tree(ctx, subtree(t, s, sn, "/data"))
-	if err != nil {
-		t.Fatal(err)
 	}
 	if len(tr.Entries) != 0 {
 		t.Fatalf("/data holds %+v", tr.Entries)

@@ -3,7 +3,6 @@ package pull
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -18,7 +17,7 @@ import (
 	"drawbridge/vault/journal"
 	"drawbridge/vault/restore"
 	"drawbridge/vault/store"
-	"drawbridge/vault/tree"
+	"drawbridge/vault/store/storetest"
 )
 
 var testPass = []byte("test passphrase")
@@ -89,17 +88,6 @@ func snapshots(t testing.TB, s *store.Store) []store.Snapshot {
 	return all
 }
 
-func rootOf(t testing.TB, sn *store.Snapshot) tree.ID {
-	t.Helper()
-	var id tree.ID
-	b, err := hex.DecodeString(sn.Root)
-	if err != nil || len(b) != len(id) {
-		t.Fatalf("snapshot root %q", sn.Root)
-	}
-	copy(id[:], b)
-	return id
-}
-
 // restoreSnap restores path of the snapshot into a new directory.
 func restoreSnap(t testing.TB, s *store.Store, sn *store.Snapshot, path string) string {
 	t.Helper()
@@ -109,7 +97,7 @@ func restoreSnap(t testing.TB, s *store.Store, sn *store.Snapshot, path string) 
 	}
 	defer r.Close()
 	target := filepath.Join(t.TempDir(), "restored")
-	rep, err := restore.Restore(context.Background(), r, rootOf(t, sn), path, target, restore.Options{Owners: os.Geteuid() == 0})
+	rep, err := restore.Restore(context.Background(), r, storetest.Root(t, sn), path, target, restore.Options{Owners: os.Geteuid() == 0})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -351,53 +351,11 @@ func TestSFTPPullResume(t *testing.T) {
 	cfg := &config.Config{Path: "test.toml", Sources: []config.Source{sourceFor(t, h, "cut", config.KindSFTP)}}
 	cfg.Sources[0].Paths = []string{src}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tx := h.SourceTxBytes()
-	done := make(chan []Result, 1)
-	go func() { done <- Run(ctx, s, cfg, "", Options{Log: testLog(t)}) }()
-	packs := filepath.Join(dir, "packs")
-	var res []Result
-wait:
-	for {
-		select {
-		case res = <-done:
-			break wait
-		case <-time.After(5 * time.Millisecond):
-			if dirBytes(t, packs) >= total*2/5 {
-				cancel()
-			}
-		}
-	}
-	sent1 := h.SourceTxBytes() - tx
-	if res[0].Err == nil {
-		t.Fatal("the pull finished before it was cut off")
-	}
-	kept := dirBytes(t, packs)
-	if n := len(snapshots(t, s)); n != 0 {
-		t.Fatalf("%d snapshots after a pull that was cut off", n)
-	}
-	t.Logf("cut off: %v; the source had sent %d bytes, %d bytes are in sealed packs", res[0].Err, sent1, kept)
-
-	tx = h.SourceTxBytes()
-	res = Run(context.Background(), s, cfg, "", Options{Log: testLog(t)})
-	if res[0].Err != nil {
-		t.Fatal(res[0].Err)
-	}
-	sent2 := h.SourceTxBytes() - tx
-	t.Logf("the next pull: the source sent %d bytes of a %d-byte tree", sent2, total)
-	if rest := total - kept; sent2 > uint64(rest+total/10) {
-		t.Errorf("the next pull moved %d bytes; %d were not stored yet", sent2, rest)
-	}
-	target := restoreSnap(t, s, res[0].Snapshot, src)
-	if d := compareTree(t, src, target); len(d) > 0 {
-		t.Fatalf("restored tree differs from the source:\n%s", strings.Join(d, "\n"))
-	}
-	verifyClean(t, s)
+	cutThenResume(t, s, dir, cfg, h, src, total)
 
 	// A completed pull reads everything again.
-	tx = h.SourceTxBytes()
-	if res = Run(context.Background(), s, cfg, "", Options{Log: testLog(t)}); res[0].Err != nil {
+	tx := h.SourceTxBytes()
+	if res := Run(context.Background(), s, cfg, "", Options{Log: testLog(t)}); res[0].Err != nil {
 		t.Fatal(res[0].Err)
 	}
 	if sent3 := h.SourceTxBytes() - tx; sent3 < uint64(total) {
