@@ -66,7 +66,7 @@ image: ## build kernel, initramfs and UEFI disk image into images/out (DEBUG=1: 
 run: image ## boot the image in QEMU with a demo source host; a window opens at once (ctrl-a x quits)
 	@bash images/run-demo
 
-test-vm: ## build the image and boot it in QEMU: first boot, data disk, crashed and hung daemon, UEFI, debug shell, power off
+test-vm: ## build the image and boot it in QEMU: first boot, data disk, crashed and hung daemon, UEFI, debug shell, USB tests in its kernel, power off
 	$(GO) test -tags vm -count=1 -v -timeout 30m ./images/
 
 clean: ## remove bin/

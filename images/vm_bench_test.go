@@ -72,18 +72,11 @@ const (
 // are the figures to read.
 func BenchmarkRestoreToDriveInVM(b *testing.B) {
 	need(b, append(BootRequirements(false), Requirement{"mke2fs", "e2fsprogs"}, reqGo))
-	a := image(b, "debug", true)
 	work := b.TempDir()
 	stage := filepath.Join(work, "stage")
 	must(b, os.MkdirAll(filepath.Join(stage, "tmp"), 0o1777))
 	os.Chmod(filepath.Join(stage, "tmp"), 0o1777)
-
-	build := exec.Command("go", "test", "-c", "-o", filepath.Join(stage, "todrive.test"), "./vault/todrive")
-	build.Dir = ".."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go test -c ./vault/todrive: %v\n%s", err, out)
-	}
+	testBinary(b, "drawbridge/vault/todrive", filepath.Join(stage, "todrive.test"))
 	tree := filepath.Join(stage, "tree")
 	if src, size := os.Getenv("DRAWBRIDGE_BENCH_TREE"), int64(0); src != "" && dirSize(src, &size) == nil && size <= benchTreeMax {
 		b.Logf("tree: DRAWBRIDGE_BENCH_TREE=%s (%.1f MB)", src, float64(size)/1e6)
@@ -102,10 +95,10 @@ func BenchmarkRestoreToDriveInVM(b *testing.B) {
 	if p := os.Getenv("DRAWBRIDGE_VM_BENCH"); p != "" {
 		pattern = p
 	}
-	script := "cat /proc/cpuinfo >/data/cpuinfo\n" +
+	script := "cat /proc/cpuinfo\n" +
 		"TMPDIR=/data/tmp DRAWBRIDGE_BENCH_TREE=/data/tree /data/todrive.test -test.run '^$' -test.bench '" + pattern + "' " +
-		"-test.benchtime 2x -test.timeout " + benchTimeout.String() + " >/data/bench.out 2>&1\n"
-	must(b, os.WriteFile(filepath.Join(stage, "bench.sh"), []byte(script), 0o644))
+		"-test.benchtime 2x -test.timeout " + benchTimeout.String() + "\n"
+	must(b, os.WriteFile(filepath.Join(stage, "run.sh"), []byte(script), 0o644))
 	var treeBytes int64
 	must(b, dirSize(tree, &treeBytes))
 	treeFiles := 0
@@ -117,45 +110,10 @@ func BenchmarkRestoreToDriveInVM(b *testing.B) {
 	})
 	// The tree, its store, a local restore and one drive image at a
 	// time, with room to spare.
-	disk := blankDisk(b, max(2<<30, (4*treeBytes+(512<<20))>>20<<20))
-	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-L", "DBBENCH", "-d", stage, disk).CombinedOutput(); err != nil {
-		b.Fatalf("mke2fs: %v\n%s", err, out)
-	}
-	os.RemoveAll(stage)
-
-	start := time.Now()
-	v := bootVM(b, a, "--data", disk, "--mem", "3072", "--append", "quiet", "--", "-cpu", "max")
-	for _, s := range []string{"drawbridge: DEBUG IMAGE: shell on console", "drawbridge: ready"} {
-		if _, _, err := v.await(readyTimeout, s); err != nil {
-			b.Fatal(err)
-		}
-	}
-	booted := time.Since(start)
-	// /data is free: PID 1 mounts nothing there without a data disk. The
-	// benchmark writes to a file, read back afterwards, so that no kernel
-	// or PID 1 message splits its lines on the console.
-	typeSeen(b, v, "mount -t ext4 /dev/vda /data && gosh /data/bench.sh; echo BENCHEND $?", "echo BENCHEND")
-	// What is typed is echoed: "BENCHEND $?", never "BENCHEND 0".
-	i, _, err := v.await(benchTimeout+time.Minute, "BENCHEND 0", "BENCHEND 1", "BENCHEND 2")
-	if err != nil {
-		b.Fatal(err)
-	}
-	took := time.Since(start) - booted
-	mark := len(v.linesMatching(""))
-	typeSeen(b, v, "cat /data/cpuinfo /data/bench.out; echo CATEND $?", "echo CATEND")
-	if _, _, err := v.await(5*time.Minute, "CATEND 0", "CATEND 1"); err != nil {
-		b.Fatal(err)
-	}
-	all := v.linesMatching("")
-	var out []string
-	for _, l := range all[mark:] {
-		// Each line carries the seconds since QEMU started.
-		if f := strings.SplitN(strings.TrimLeft(l, " "), " ", 2); len(f) == 2 {
-			out = append(out, f[1])
-		}
-	}
-	if i != 0 {
-		b.Fatalf("the benchmark in the VM failed (exit status %d); its output:\n%s", i, strings.Join(out, "\n"))
+	r := runInDebug(b, stage, max(2<<30, (4*treeBytes+(512<<20))>>20<<20), benchTimeout+time.Minute, "-cpu", "max")
+	out := r.Out
+	if r.Status != 0 {
+		b.Fatalf("the benchmark in the VM failed (exit status %d); its output:\n%s", r.Status, strings.Join(out, "\n"))
 	}
 	// A benchmark's log is cut after ten lines: the lines that matter.
 	rates := map[string]float64{}
@@ -186,7 +144,7 @@ func BenchmarkRestoreToDriveInVM(b *testing.B) {
 		}
 	}
 	b.Logf("in the VM (cpu %s:%s; 3 GiB; booted in %.0fs, benchmark %.0fs), tree of %d files, %.1f MB:\n%s",
-		cpu, flags, booted.Seconds(), took.Seconds(), treeFiles, float64(treeBytes)/1e6, strings.Join(lines, "\n"))
+		cpu, flags, r.Booted.Seconds(), r.Took.Seconds(), treeFiles, float64(treeBytes)/1e6, strings.Join(lines, "\n"))
 	if sha > 0 {
 		b.ReportMetric(sha, "sha256-MB/s")
 	}

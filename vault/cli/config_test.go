@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"drawbridge/hw/usb"
+	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/config/importer"
 	"drawbridge/vault/console/termtest"
 	"drawbridge/vault/fixture"
@@ -292,13 +293,12 @@ func (s *loopSticks) plug(t *testing.T, files map[string]string) {
 		os.WriteFile(filepath.Join(mnt, n), []byte(c), 0o644)
 	}
 	exec.Command("umount", mnt).Run()
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	dev, detach, err := usbtest.AttachLoop(img, 0)
 	if err != nil {
-		t.Errorf("losetup: %v %s", err, out)
+		t.Errorf("attach %s: %v", img, err)
 		return
 	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	t.Cleanup(detach)
 	s.mu.Lock()
 	s.names[filepath.Base(dev)] = true
 	s.mu.Unlock()
@@ -308,9 +308,9 @@ func TestConfigImportUSB(t *testing.T) {
 	if os.Geteuid() != 0 {
 		fixture.Need(t, "needs root for loop devices")
 	}
-	for _, tool := range []string{"losetup", "mke2fs", "mount"} {
+	for _, tool := range []string{"mke2fs", "mount"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			fixture.Need(t, "needs "+tool+": apt-get install util-linux e2fsprogs mount")
+			fixture.Need(t, "needs "+tool+": apt-get install e2fsprogs mount")
 		}
 	}
 	e := newConfigEnv(t)

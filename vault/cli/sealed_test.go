@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/export"
 	"drawbridge/vault/fixture"
 	"drawbridge/vault/store"
@@ -285,22 +286,11 @@ func TestSealedExportExFAT(t *testing.T) {
 		fixture.Need(t, "needs mkfs.exfat: apt-get install exfatprogs")
 	}
 	v := newSealedVault(t)
-	img := filepath.Join(t.TempDir(), "stick.img")
-	os.WriteFile(img, nil, 0o600)
 	// Reading the copy puts its index (a cache) on the drive: badger's logs
 	// take some 150 MiB.
-	os.Truncate(img, 512<<20)
-	if out, err := exec.Command("mkfs.exfat", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.exfat: %v\n%s", err, out)
-	}
+	dev := usbtest.Loop(t, 512<<20, "mkfs.exfat")
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.Mkdir(mnt, 0o755)
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		fixture.Need(t, "losetup: "+strings.TrimSpace(string(out)))
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
 	fsList, _ := os.ReadFile("/proc/filesystems")
 	if strings.Contains(string(fsList), "\texfat\n") {
 		if out, err := exec.Command("mount", "-t", "exfat", dev, mnt).CombinedOutput(); err != nil {
@@ -331,6 +321,6 @@ func TestSealedExportExFAT(t *testing.T) {
 	if d := fixture.Compare(v.src[0], filepath.Join(target, v.src[0])); len(d) > 0 {
 		t.Fatalf("restored from exFAT differs: %q", d[:min(5, len(d))])
 	}
-	out, _ = exec.Command("du", "-sh", filepath.Join(mnt, "index"), filepath.Join(mnt, "packs")).CombinedOutput()
+	out, _ := exec.Command("du", "-sh", filepath.Join(mnt, "index"), filepath.Join(mnt, "packs")).CombinedOutput()
 	t.Logf("on the drive after reading it:\n%s", out)
 }

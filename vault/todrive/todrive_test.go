@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -18,7 +17,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"drawbridge/boot/kmod"
 	"drawbridge/hw/usb"
 	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/fixture"
@@ -126,24 +124,7 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 		t.Fatal(err)
 	}
 	os.Truncate(img, (size+1<<20-1)/(1<<20)*(1<<20))
-	var dev string
-	if _, err := exec.LookPath("losetup"); err == nil {
-		out, err := exec.Command("losetup", "--direct-io=on", "-f", "--show", img).Output()
-		if err != nil {
-			fixture.Need(t, "losetup: "+err.Error())
-		}
-		dev = strings.TrimSpace(string(out))
-		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	} else {
-		// The appliance's debug image (the benchmark in its VM) has no
-		// losetup: the same ioctls, made here.
-		var detach func()
-		dev, detach, err = attachLoop(img)
-		if err != nil {
-			fixture.Need(t, "no losetup, and a loop device by ioctl: "+err.Error())
-		}
-		t.Cleanup(detach)
-	}
+	dev := usbtest.Attach(t, img, usbtest.DirectIO)
 	p := usb.Local()
 	p.Any = true
 	drives, _ := p.List()
@@ -172,89 +153,6 @@ func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	}
 	t.Cleanup(func() { m.Unmount() })
 	return m, img
-}
-
-// attachLoop binds img to a free loop device as losetup -f does
-// (LOOP_CTL_GET_FREE, then LOOP_SET_FD), loading the loop module first
-// where nothing has (the appliance has no modprobe for the kernel to ask).
-// detach unbinds it (LOOP_CLR_FD).
-func attachLoop(img string) (dev string, detach func(), err error) {
-	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := loadLoopModule(); err != nil {
-			return "", nil, err
-		}
-		for range 50 { // devtmpfs makes the node soon after
-			if ctl, err = os.OpenFile("/dev/loop-control", os.O_RDWR, 0); !errors.Is(err, fs.ErrNotExist) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	if err != nil {
-		return "", nil, err
-	}
-	defer ctl.Close()
-	f, err := os.OpenFile(img, os.O_RDWR, 0)
-	if err != nil {
-		return "", nil, err
-	}
-	defer f.Close()
-	for range 10 {
-		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
-		if err != nil {
-			return "", nil, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
-		}
-		dev = fmt.Sprintf("/dev/loop%d", n)
-		var d *os.File
-		for range 50 {
-			if d, err = os.OpenFile(dev, os.O_RDWR, 0); !errors.Is(err, fs.ErrNotExist) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			return "", nil, err
-		}
-		err = unix.IoctlSetInt(int(d.Fd()), unix.LOOP_SET_FD, int(f.Fd()))
-		if errors.Is(err, unix.EBUSY) { // taken by someone else meanwhile
-			d.Close()
-			continue
-		}
-		if err != nil {
-			d.Close()
-			return "", nil, fmt.Errorf("LOOP_SET_FD %s: %w", dev, err)
-		}
-		// As losetup --direct-io=on (see drive).
-		unix.IoctlSetInt(int(d.Fd()), unix.LOOP_SET_DIRECT_IO, 1)
-		return dev, func() {
-			unix.IoctlSetInt(int(d.Fd()), unix.LOOP_CLR_FD, 0)
-			d.Close()
-		}, nil
-	}
-	return "", nil, errors.New("no free loop device")
-}
-
-// loadLoopModule loads the loop module of the running kernel with
-// finit_module, as PID 1 loads the others.
-func loadLoopModule() error {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return err
-	}
-	dir := filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
-	ix, err := kmod.Parse(os.DirFS(dir))
-	if err != nil {
-		return fmt.Errorf("no loop-control, and no module index: %w", err)
-	}
-	plan := ix.Resolve("loop")
-	if len(plan.Missing) > 0 {
-		return fmt.Errorf("no loop-control, and no loop module in %s", dir)
-	}
-	if r := kmod.LoadAll(kmod.Kernel{Dir: dir}, plan, 1); len(r.Failed) > 0 {
-		return errors.Join(r.Failed...)
-	}
-	return nil
 }
 
 func TestRestoreToDrive(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package usbtest gives tests loop devices standing in for USB sticks: a
 // sparse image in the test's temporary directory, a filesystem made on it
-// when asked, attached with losetup and detached when the test ends. Pull
-// makes one behave as a stick pulled out.
+// when asked, attached to a loop device (Attach: the loop ioctls, so no
+// losetup is needed) and detached when the test ends. Pull makes one
+// behave as a stick pulled out.
 //
 //	dev := usbtest.Loop(t, 64<<20, "mkfs.ext4", "-q", "-F", "-L", "STICK")
 //	// ... list it with usb.Ports{Any: true}, mount it, write to it ...
@@ -15,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -38,9 +38,6 @@ func Image(t testing.TB, size int64, mkfs ...string) (img, dev string) {
 	if os.Geteuid() != 0 {
 		fixture.Need(t, "needs root for loop devices")
 	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		fixture.Need(t, "needs losetup: apt-get install util-linux")
-	}
 	img = filepath.Join(t.TempDir(), "stick.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -56,13 +53,7 @@ func Image(t testing.TB, size int64, mkfs ...string) (img, dev string) {
 			t.Fatalf("%s: %v\n%s", mkfs[0], err, out)
 		}
 	}
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		fixture.Need(t, "losetup: "+err.Error())
-	}
-	dev = strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return img, dev
+	return img, Attach(t, img, 0)
 }
 
 // Pull makes the loop device dev one sector long, in one step: from then

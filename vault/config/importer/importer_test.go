@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"drawbridge/hw/usb"
+	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/config"
 	"drawbridge/vault/config/importer"
 	"drawbridge/vault/internal/fixture"
@@ -89,10 +90,8 @@ func image(t *testing.T, fill func(dir string)) string {
 	if os.Geteuid() != 0 {
 		fixture.Need(t, "needs root for loop devices")
 	}
-	for _, tool := range []string{"losetup", "mke2fs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			fixture.Need(t, "needs "+tool+": apt-get install util-linux e2fsprogs")
-		}
+	if _, err := exec.LookPath("mke2fs"); err != nil {
+		fixture.Need(t, "needs mke2fs: apt-get install e2fsprogs")
 	}
 	img := filepath.Join(t.TempDir(), "stick.img")
 	os.WriteFile(img, nil, 0o600)
@@ -116,12 +115,7 @@ func image(t *testing.T, fill func(dir string)) string {
 // plug attaches img to a loop device and lists it.
 func (s *sticks) plug(t *testing.T, img string) string {
 	t.Helper()
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		fixture.Need(t, "losetup: "+strings.TrimSpace(string(out)))
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	dev := usbtest.Attach(t, img, 0)
 	s.mu.Lock()
 	s.names[filepath.Base(dev)] = true
 	s.mu.Unlock()
