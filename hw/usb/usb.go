@@ -106,6 +106,9 @@ type Ports struct {
 	// Any lists every removable or loop device too, not only those on a
 	// USB bus: for tests and hosted mode.
 	Any bool
+	// Only, when set, limits List (and so Watch) to the drives it
+	// accepts: tests keep to their own loop devices among the machine's.
+	Only func(Drive) bool
 	// Poll is how often Watch lists the drives; 0 means one second.
 	Poll time.Duration
 	// Events, when set, starts a source of kernel block device events
@@ -155,7 +158,7 @@ func (p *Ports) List() ([]Drive, error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if ok {
+		if ok && (p.Only == nil || p.Only(d)) {
 			drives = append(drives, d)
 		}
 	}

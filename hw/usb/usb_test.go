@@ -119,6 +119,13 @@ func TestListAny(t *testing.T) {
 	if drives[0].Model != "loop device" || len(drives[0].Partitions) != 0 {
 		t.Errorf("loop0: %+v", drives[0])
 	}
+
+	// Only keeps to the drives it accepts.
+	p := fakePorts(fakeSys(), true)
+	p.Only = func(d Drive) bool { return d.Name == "sdb" }
+	if drives, err := p.List(); err != nil || len(drives) != 1 || drives[0].Name != "sdb" {
+		t.Errorf("with Only: %+v, %v", drives, err)
+	}
 }
 
 func TestListNoSysfs(t *testing.T) {

@@ -249,29 +249,18 @@ func TestConfigImportTerminal(t *testing.T) {
 	}
 }
 
-// loopSticks lists only the loop devices the test attached, standing in
-// for USB sticks.
+// loopSticks are the loop devices the test attached, standing in for USB
+// sticks: the drives list only them.
 type loopSticks struct {
-	p     *usb.Ports
-	mu    sync.Mutex
-	names map[string]bool
+	*usb.Ports
+	names sync.Map
 }
 
-func (s *loopSticks) List() ([]usb.Drive, error) {
-	all, _ := s.p.List()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []usb.Drive
-	for _, d := range all {
-		if s.names[d.Name] {
-			out = append(out, d)
-		}
-	}
-	return out, nil
-}
-
-func (s *loopSticks) Mount(part usb.Partition, dir string, ro bool) (*usb.Mounted, error) {
-	return s.p.Mount(part, dir, ro)
+func newLoopSticks() *loopSticks {
+	s := &loopSticks{Ports: usb.Local()}
+	s.Any = true
+	s.Only = func(d usb.Drive) bool { _, ok := s.names.Load(d.Name); return ok }
+	return s
 }
 
 // plug makes an ext4 stick holding files and attaches it.
@@ -299,9 +288,7 @@ func (s *loopSticks) plug(t *testing.T, files map[string]string) {
 		return
 	}
 	t.Cleanup(detach)
-	s.mu.Lock()
-	s.names[filepath.Base(dev)] = true
-	s.mu.Unlock()
+	s.names.Store(filepath.Base(dev), true)
 }
 
 func TestConfigImportUSB(t *testing.T) {
@@ -316,9 +303,7 @@ func TestConfigImportUSB(t *testing.T) {
 	e := newConfigEnv(t)
 	null := devNull(t)
 	adminFile := e.file("admin", "admin passphrase\n")
-	p := usb.Local()
-	p.Any = true
-	sticks := &loopSticks{p: p, names: map[string]bool{}}
+	sticks := newLoopSticks()
 	old := usbDrives
 	usbDrives = func() importer.Drives { return sticks }
 	t.Cleanup(func() { usbDrives = old })

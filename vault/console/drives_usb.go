@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -50,9 +49,6 @@ type USBDrives struct {
 	// authorized_keys line; nil offers none.
 	Keys  func() (string, error)
 	Clock func() time.Time
-	// Only, when set, limits the drives offered and searched (tests keep
-	// to their own loop devices).
-	Only func(usb.Drive) bool
 }
 
 func (u *USBDrives) now() time.Time {
@@ -64,11 +60,7 @@ func (u *USBDrives) now() time.Time {
 
 // List lists the drives plugged in.
 func (u *USBDrives) List() ([]usb.Drive, error) {
-	drives, err := u.Ports.List()
-	if u.Only != nil {
-		drives = slices.DeleteFunc(drives, func(d usb.Drive) bool { return !u.Only(d) })
-	}
-	return drives, err
+	return u.Ports.List()
 }
 
 // Mount mounts part under dir (importer.Drives).

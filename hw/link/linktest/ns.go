@@ -66,7 +66,7 @@ func Require(t testing.TB) {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root (network namespaces need it)")
 	}
-	if _, err := ipPath(); err != nil {
+	if _, err := IPCommand(); err != nil {
 		missing = append(missing, "the ip command (install iproute2)")
 	}
 	if len(missing) > 0 {
@@ -74,7 +74,9 @@ func Require(t testing.TB) {
 	}
 }
 
-var ipPath = sync.OnceValues(func() (string, error) {
+// IPCommand finds the ip command (iproute2): in PATH, or in an sbin that
+// PATH lacks.
+var IPCommand = sync.OnceValues(func() (string, error) {
 	if p, err := exec.LookPath("ip"); err == nil {
 		return p, nil
 	}
@@ -307,7 +309,7 @@ func IsTimeout(err error) bool {
 }
 
 func ip(args ...string) (string, error) {
-	path, err := ipPath()
+	path, err := IPCommand()
 	if err != nil {
 		return "", err
 	}

@@ -56,32 +56,15 @@ paths = ["/etc"]
 // sticks; only they are listed, so the machine's other loop devices are
 // left alone.
 type sticks struct {
-	p     *usb.Ports
-	mu    sync.Mutex
-	names map[string]bool
+	*usb.Ports
+	names sync.Map
 }
 
 func newSticks() *sticks {
-	p := usb.Local()
-	p.Any = true
-	return &sticks{p: p, names: map[string]bool{}}
-}
-
-func (s *sticks) List() ([]usb.Drive, error) {
-	all, _ := s.p.List()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []usb.Drive
-	for _, d := range all {
-		if s.names[d.Name] {
-			out = append(out, d)
-		}
-	}
-	return out, nil
-}
-
-func (s *sticks) Mount(part usb.Partition, dir string, ro bool) (*usb.Mounted, error) {
-	return s.p.Mount(part, dir, ro)
+	s := &sticks{Ports: usb.Local()}
+	s.Any = true
+	s.Only = func(d usb.Drive) bool { _, ok := s.names.Load(d.Name); return ok }
+	return s
 }
 
 // image makes an ext4 image and fills it through a read-write loop mount.
@@ -116,9 +99,7 @@ func image(t *testing.T, fill func(dir string)) string {
 func (s *sticks) plug(t *testing.T, img string) string {
 	t.Helper()
 	dev := usbtest.Attach(t, img, 0)
-	s.mu.Lock()
-	s.names[filepath.Base(dev)] = true
-	s.mu.Unlock()
+	s.names.Store(filepath.Base(dev), true)
 	return filepath.Base(dev)
 }
 

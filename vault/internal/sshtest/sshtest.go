@@ -45,6 +45,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
+	"drawbridge/hw/link/linktest"
 	"drawbridge/vault/internal/fixture"
 )
 
@@ -138,7 +139,7 @@ func Require(t testing.TB) {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root (network namespaces and sshd need it)")
 	}
-	if _, err := ipPath(); err != nil {
+	if _, err := linktest.IPCommand(); err != nil {
 		missing = append(missing, "the ip command (install iproute2)")
 	}
 	if _, err := os.Stat(sshdPath); err != nil {
@@ -149,18 +150,6 @@ func Require(t testing.TB) {
 	}
 	fixture.Need(t, "sshtest: a real OpenSSH source host needs "+strings.Join(missing, ", "))
 }
-
-var ipPath = sync.OnceValues(func() (string, error) {
-	if p, err := exec.LookPath("ip"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"} {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("ip not found in PATH or sbin")
-})
 
 // Start creates a namespace and veth link, starts sshd in it and waits until
 // it accepts TCP connections. Everything is torn down by t.Cleanup.
@@ -246,7 +235,7 @@ func Start(t testing.TB, o Options) *Host {
 	if err := os.Mkdir(h.Home, 0o700); err != nil {
 		t.Fatalf("sshtest: %v", err)
 	}
-	ip, _ := ipPath()
+	ip, _ := linktest.IPCommand()
 	sshd = exec.Command(ip, "netns", "exec", h.NS,
 		"/bin/sh", "-c", `mount --bind "$1" "$2" && shift 2 && exec "$@"`, "sshtest", h.Home, realHome,
 		sshdPath, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"), "-E", h.logPath)
@@ -661,7 +650,7 @@ func nsExists(ns string) bool {
 
 // ipCmd runs ip with args and returns its standard output.
 func ipCmd(stdin *strings.Reader, args ...string) ([]byte, error) {
-	ip, err := ipPath()
+	ip, err := linktest.IPCommand()
 	if err != nil {
 		return nil, err
 	}

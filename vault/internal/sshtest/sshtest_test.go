@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"drawbridge/hw/link/linktest"
 )
 
 // clientKey returns a fresh client key and its authorized_keys line with
@@ -524,7 +526,7 @@ func TestLeftoversOfCrashedRun(t *testing.T) {
 	ipList(t, "netns", "add", ns)
 	ipList(t, "link", "add", hostEnd, "type", "veth", "peer", "name", nsEnd, "netns", ns)
 	ipList(t, "addr", "add", addr.String()+"/30", "dev", hostEnd)
-	ip, _ := ipPath()
+	ip, _ := linktest.IPCommand()
 	orphan := exec.Command(ip, "netns", "exec", ns, "sleep", "600")
 	if err := orphan.Start(); err != nil {
 		t.Fatal(err)
