@@ -3,8 +3,10 @@
 package images
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -79,24 +81,43 @@ func runInDebug(tb testing.TB, stage string, size int64, timeout time.Duration, 
 	return r
 }
 
-// TestUSBInVM runs hw/usb's tests in the appliance's own kernel, under
-// CI=true: its vfat and exfat drivers, not the FUSE drivers a host without
-// them falls back to, and its MBR partition tables, which a kernel built
-// without them (a minimal one for VMs) lacks, so that TestFormatPartitioned
-// skips on such a host. Every test must pass, TestFormatPartitioned among
-// them.
+// TestUSBInVM runs the tests of sticks in the appliance's own kernel,
+// under CI=true: hw/usb's and vault/todrive's, vault/export's to a vfat
+// drive and vault/console's with drives. They meet its vfat and exfat
+// drivers, not the FUSE drivers a host without them falls back to (a
+// stick pulled out in the middle of a restore fails differently through
+// FUSE), and its MBR partition tables, which a kernel built without them
+// (a minimal one for VMs) lacks, so that TestFormatPartitioned skips on
+// such a host. Every test must pass, TestFormatPartitioned among them.
 func TestUSBInVM(t *testing.T) {
 	need(t, append(BootRequirements(false), Requirement{"mke2fs", "e2fsprogs"}, reqGo))
 	stage := filepath.Join(t.TempDir(), "stage")
 	must(t, os.MkdirAll(filepath.Join(stage, "tmp"), 0o1777))
 	os.Chmod(filepath.Join(stage, "tmp"), 0o1777)
-	testBinary(t, "drawbridge/hw/usb", filepath.Join(stage, "usb.test"))
-	script := "cd /data && CI=true TMPDIR=/data/tmp /data/usb.test -test.v -test.timeout 5m\n"
-	must(t, os.WriteFile(filepath.Join(stage, "run.sh"), []byte(script), 0o644))
-	r := runInDebug(t, stage, 512<<20, 6*time.Minute)
+	var script strings.Builder
+	script.WriteString("cd /data\n")
+	// Each package's tests that run there, and one that must pass.
+	pkgs := []struct{ pkg, run, pass string }{
+		{"hw/usb", "Test", "TestFormatPartitioned"},
+		{"vault/todrive", "Test", "TestDrivePulled"},
+		{"vault/export", "VFAT", "TestVFAT"},
+		{"vault/console", "USB", "TestUSBDrivesPulled"},
+	}
+	for _, c := range pkgs {
+		bin := path.Base(c.pkg) + ".test"
+		testBinary(t, "drawbridge/"+c.pkg, filepath.Join(stage, bin))
+		fmt.Fprintf(&script, "CI=true TMPDIR=/data/tmp /data/%s -test.v -test.run %s -test.timeout 5m || exit 1\n", bin, c.run)
+	}
+	must(t, os.WriteFile(filepath.Join(stage, "run.sh"), []byte(script.String()), 0o644))
+	r := runInDebug(t, stage, 1<<30, 11*time.Minute)
 	out := strings.Join(r.Out, "\n")
 	t.Logf("in the VM (booted in %.0fs, tests %.0fs):\n%s", r.Booted.Seconds(), r.Took.Seconds(), out)
-	if r.Status != 0 || !strings.Contains(out, "--- PASS: TestFormatPartitioned") {
-		t.Fatalf("hw/usb's tests did not all pass in the VM, TestFormatPartitioned among them (exit status %d)", r.Status)
+	if r.Status != 0 {
+		t.Fatalf("the tests of sticks did not all pass in the VM (exit status %d)", r.Status)
+	}
+	for _, c := range pkgs {
+		if !strings.Contains(out, "--- PASS: "+c.pass+" ") {
+			t.Errorf("%s's %s did not pass in the VM", c.pkg, c.pass)
+		}
 	}
 }

@@ -24,7 +24,7 @@ func loopStick(t *testing.T, size int64) string {
 			fixture.Need(t, "needs "+tool+": apt-get install mount")
 		}
 	}
-	return usbtest.Loop(t, size, "mkfs.ext4", "-q", "-F", "-m", "0", "-L", "STICK")
+	return usbtest.Loop(t, size, "mke2fs", "-q", "-F", "-t", "ext4", "-m", "0", "-L", "STICK")
 }
 
 // onStick mounts dev read-only while fn looks at it.

@@ -39,7 +39,7 @@ type usbVault struct {
 
 // stick makes an ext4 loop device that the drives offer.
 func (v *usbVault) stick(t *testing.T, size int64) string {
-	name := filepath.Base(usbtest.Loop(t, size, "mkfs.ext4", "-q", "-F", "-m", "0"))
+	name := filepath.Base(usbtest.Loop(t, size, "mke2fs", "-q", "-F", "-t", "ext4", "-m", "0"))
 	v.sticks.Store(name, true)
 	return name
 }

@@ -7,13 +7,14 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"drawbridge/hw/usb"
+	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/export"
 	"drawbridge/vault/export/manifest"
 	"drawbridge/vault/fixture"
@@ -433,37 +434,28 @@ func TestRefusedEntriesAreListedAndSkipped(t *testing.T) {
 	}
 }
 
-// TestVFAT exports to a real FAT filesystem on a loop device: names FAT
-// cannot hold and symlinks are listed as not exported, the rest verifies.
+// TestVFAT exports to a real FAT filesystem on a loop device, mounted as
+// the console mounts a stick (the kernel's vfat, or its FUSE driver where
+// the kernel has none): names FAT cannot hold and symlinks are listed as
+// not exported, the rest verifies.
 func TestVFAT(t *testing.T) {
-	if os.Geteuid() != 0 {
-		fixture.Need(t, "needs root to mount a loop device")
+	dev := usbtest.Loop(t, 64<<20, "mkfs.vfat")
+	p := usb.Local()
+	p.Any = true
+	p.Only = func(d usb.Drive) bool { return d.Path == dev }
+	drives, err := p.List()
+	if len(drives) != 1 || len(drives[0].Partitions) != 1 {
+		t.Fatalf("%s listed as %+v (%v)", dev, drives, err)
 	}
-	if _, err := exec.LookPath("mkfs.vfat"); err != nil {
-		fixture.Need(t, "needs mkfs.vfat: apt-get install dosfstools")
-	}
-	img := filepath.Join(t.TempDir(), "usb.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.vfat", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.vfat: %v\n%s", err, out)
-	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-o", "loop,utf8", img, mnt).CombinedOutput(); err == nil {
-		t.Cleanup(func() { exec.Command("umount", mnt).Run() })
-	} else if _, ferr := exec.LookPath("fusefat"); ferr == nil {
-		// A kernel without vfat: mount the same image through FUSE.
-		if fout, err := exec.Command("fusefat", "-o", "rw+", img, mnt).CombinedOutput(); err != nil {
-			t.Fatalf("fusefat: %v\n%s", err, fout)
+	m, err := p.Mount(drives[0].Partitions[0], t.TempDir(), false)
+	if err != nil {
+		if strings.Contains(err.Error(), "FUSE driver") || strings.Contains(err.Error(), "kernel cannot mount") {
+			fixture.Need(t, err.Error()+": apt-get install fusefat, or a kernel with vfat")
 		}
-		t.Cleanup(func() { exec.Command("fusermount", "-u", mnt).Run() })
-	} else {
-		fixture.Need(t, "mount -o loop "+img+": needs a kernel with vfat (modprobe vfat) or fusefat (apt-get install fusefat): "+strings.TrimSpace(string(out)))
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { m.Unmount() })
+	mnt := m.Root()
 
 	v := newVault(t, func(dir string) {
 		nastyAndRandom(dir)
