@@ -263,25 +263,9 @@ func newLoopSticks() *loopSticks {
 	return s
 }
 
-// plug makes an ext4 stick holding files and attaches it.
-func (s *loopSticks) plug(t *testing.T, files map[string]string) {
-	t.Helper()
-	img := filepath.Join(t.TempDir(), "stick.img")
-	os.WriteFile(img, nil, 0o600)
-	os.Truncate(img, 32<<20)
-	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", img).CombinedOutput(); err != nil {
-		t.Errorf("mke2fs: %v %s", err, out)
-		return
-	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		t.Errorf("mount: %v %s", err, out)
-		return
-	}
-	for n, c := range files {
-		os.WriteFile(filepath.Join(mnt, n), []byte(c), 0o644)
-	}
-	exec.Command("umount", mnt).Run()
+// plug attaches the stick image img and lists it; the test's goroutine
+// need not be the caller.
+func (s *loopSticks) plug(t *testing.T, img string) {
 	dev, detach, err := usbtest.AttachLoop(img, 0)
 	if err != nil {
 		t.Errorf("attach %s: %v", img, err)
@@ -289,6 +273,18 @@ func (s *loopSticks) plug(t *testing.T, files map[string]string) {
 	}
 	t.Cleanup(detach)
 	s.names.Store(filepath.Base(dev), true)
+}
+
+// stick makes an ext4 stick image holding files.
+func stick(t *testing.T, files map[string]string) string {
+	t.Helper()
+	return usbtest.Filled(t, 32<<20, func(dir string) {
+		for n, c := range files {
+			if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}, "mke2fs", "-q", "-F", "-t", "ext4")
 }
 
 func TestConfigImportUSB(t *testing.T) {
@@ -311,13 +307,16 @@ func TestConfigImportUSB(t *testing.T) {
 	// No drive yet: it waits, saying so, until one is plugged in; the
 	// first has no configuration, the second one that is refused, the
 	// third the good one.
+	imgs := []string{
+		stick(t, map[string]string{"notes.txt": "x"}),
+		stick(t, map[string]string{"drawbridge.toml": e.config("198.18.0.1") + "hook = \"rm -rf /\"\n"}),
+		stick(t, map[string]string{"drawbridge.toml": e.config("198.18.0.1")}),
+	}
 	go func() {
-		time.Sleep(1200 * time.Millisecond)
-		sticks.plug(t, map[string]string{"notes.txt": "x"})
-		time.Sleep(1200 * time.Millisecond)
-		sticks.plug(t, map[string]string{"drawbridge.toml": e.config("198.18.0.1") + "hook = \"rm -rf /\"\n"})
-		time.Sleep(1200 * time.Millisecond)
-		sticks.plug(t, map[string]string{"drawbridge.toml": e.config("198.18.0.1")})
+		for _, img := range imgs {
+			time.Sleep(1200 * time.Millisecond)
+			sticks.plug(t, img)
+		}
 	}()
 	code, out, errs := e.main(null, "config", "import", "--usb", "--yes", "--admin-passphrase-file", adminFile)
 	if code != 0 {

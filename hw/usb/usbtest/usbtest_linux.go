@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -35,10 +36,40 @@ func Loop(t testing.TB, size int64, mkfs ...string) string {
 // Image is Loop, and also returns the image's path.
 func Image(t testing.TB, size int64, mkfs ...string) (img, dev string) {
 	t.Helper()
+	img = makeImage(t, size, mkfs)
+	return img, Attach(t, img, 0)
+}
+
+// Filled makes an image as Image does, fills the filesystem on it through
+// a loop mount (fill gets its root), and returns the image's path,
+// attached to nothing: a test plugs it in later (Attach, AttachLoop).
+func Filled(t testing.TB, size int64, fill func(dir string), mkfs ...string) string {
+	t.Helper()
+	img := makeImage(t, size, mkfs)
+	dev, detach, err := AttachLoop(img, 0)
+	if err != nil {
+		fixture.Need(t, "a loop device: "+err.Error())
+	}
+	defer detach()
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
+		fixture.Need(t, "mount "+dev+": "+strings.TrimSpace(string(out)))
+	}
+	fill(mnt)
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatalf("unmount %s: %v", mnt, err)
+	}
+	return img
+}
+
+// makeImage makes a sparse image of size bytes in the test's temporary
+// directory and runs mkfs on it when one is given.
+func makeImage(t testing.TB, size int64, mkfs []string) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		fixture.Need(t, "needs root for loop devices")
 	}
-	img = filepath.Join(t.TempDir(), "stick.img")
+	img := filepath.Join(t.TempDir(), "stick.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +84,7 @@ func Image(t testing.TB, size int64, mkfs ...string) (img, dev string) {
 			t.Fatalf("%s: %v\n%s", mkfs[0], err, out)
 		}
 	}
-	return img, Attach(t, img, 0)
+	return img
 }
 
 // Pull makes the loop device dev one sector long, in one step: from then

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,7 +18,6 @@ import (
 	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/config"
 	"drawbridge/vault/config/importer"
-	"drawbridge/vault/internal/fixture"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -67,32 +65,13 @@ func newSticks() *sticks {
 	return s
 }
 
-// image makes an ext4 image and fills it through a read-write loop mount.
+// image makes an ext4 stick image, filled by fill when it is not nil.
 func image(t *testing.T, fill func(dir string)) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		fixture.Need(t, "needs root for loop devices")
+	if fill == nil {
+		fill = func(string) {}
 	}
-	if _, err := exec.LookPath("mke2fs"); err != nil {
-		fixture.Need(t, "needs mke2fs: apt-get install e2fsprogs")
-	}
-	img := filepath.Join(t.TempDir(), "stick.img")
-	os.WriteFile(img, nil, 0o600)
-	os.Truncate(img, 32<<20)
-	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", img).CombinedOutput(); err != nil {
-		t.Fatalf("mke2fs: %v\n%s", err, out)
-	}
-	if fill != nil {
-		mnt := t.TempDir()
-		if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-			fixture.Need(t, "mount -o loop: "+strings.TrimSpace(string(out)))
-		}
-		fill(mnt)
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Fatalf("umount: %v\n%s", err, out)
-		}
-	}
-	return img
+	return usbtest.Filled(t, 32<<20, fill, "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096")
 }
 
 // plug attaches img to a loop device and lists it.
