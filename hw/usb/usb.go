@@ -106,9 +106,11 @@ type Ports struct {
 	// Any lists every removable or loop device too, not only those on a
 	// USB bus: for tests and hosted mode.
 	Any bool
-	// Only, when set, limits List (and so Watch) to the drives it
-	// accepts: tests keep to their own loop devices among the machine's.
-	Only func(Drive) bool
+	// Only, when set, limits List (and so Watch) to the block devices
+	// whose kernel names (loop3) it accepts, before anything else of
+	// them is read: tests keep to their own loop devices among the
+	// machine's, and are not told of the others' errors.
+	Only func(name string) bool
 	// Poll is how often Watch lists the drives; 0 means one second.
 	Poll time.Duration
 	// Events, when set, starts a source of kernel block device events
@@ -154,11 +156,14 @@ func (p *Ports) List() ([]Drive, error) {
 	var drives []Drive
 	var errs []error
 	for _, e := range entries {
+		if p.Only != nil && !p.Only(e.Name()) {
+			continue
+		}
 		d, ok, err := p.drive(e.Name())
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if ok && (p.Only == nil || p.Only(d)) {
+		if ok {
 			drives = append(drives, d)
 		}
 	}

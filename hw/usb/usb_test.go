@@ -122,7 +122,7 @@ func TestListAny(t *testing.T) {
 
 	// Only keeps to the drives it accepts.
 	p := fakePorts(fakeSys(), true)
-	p.Only = func(d Drive) bool { return d.Name == "sdb" }
+	p.Only = func(name string) bool { return name == "sdb" }
 	if drives, err := p.List(); err != nil || len(drives) != 1 || drives[0].Name != "sdb" {
 		t.Errorf("with Only: %+v, %v", drives, err)
 	}

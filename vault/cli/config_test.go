@@ -259,7 +259,7 @@ type loopSticks struct {
 func newLoopSticks() *loopSticks {
 	s := &loopSticks{Ports: usb.Local()}
 	s.Any = true
-	s.Only = func(d usb.Drive) bool { _, ok := s.names.Load(d.Name); return ok }
+	s.Only = func(name string) bool { _, ok := s.names.Load(name); return ok }
 	return s
 }
 

@@ -59,7 +59,7 @@ func newUSBVault(t *testing.T, fill func(src string)) *usbVault {
 	p := usb.Local()
 	p.Any = true
 	v := &usbVault{s: s, sn: *sn, r: r, u: &USBDrives{Ports: p, MountDir: filepath.Join(work, "mnt"), Store: s, StoreDir: dir}}
-	p.Only = func(d usb.Drive) bool { _, ok := v.sticks.Load(d.Name); return ok }
+	p.Only = func(name string) bool { _, ok := v.sticks.Load(name); return ok }
 	// A test that fails with a drive mounted leaves neither the mount nor
 	// the loop device behind.
 	t.Cleanup(func() {

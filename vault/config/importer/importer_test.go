@@ -61,7 +61,7 @@ type sticks struct {
 func newSticks() *sticks {
 	s := &sticks{Ports: usb.Local()}
 	s.Any = true
-	s.Only = func(d usb.Drive) bool { _, ok := s.names.Load(d.Name); return ok }
+	s.Only = func(name string) bool { _, ok := s.names.Load(name); return ok }
 	return s
 }
 
