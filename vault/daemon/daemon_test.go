@@ -586,3 +586,35 @@ func TestLinkStuckUp(t *testing.T) {
 		t.Fatal("firewall off while the link was in doubt")
 	}
 }
+
+// TestStatusWhileRecording: Status is a copy, taken whole while the
+// window's results are recorded (the race detector watches).
+func TestStatusWhileRecording(t *testing.T) {
+	r := newRig(t)
+	d, err := New(r.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := r.o.Pull(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 100 {
+			d.record(results)
+			d.finish(&WindowStatus{Start: t0, End: t0.Add(time.Hour), OpenedBy: OpenNow})
+		}
+	}()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		if st := d.Status(); len(st.Sources) != 2 {
+			t.Fatalf("sources %+v", st.Sources)
+		}
+	}
+	if st := d.Status(); st.Sources[0].LastSnapshotID != "ab12" || st.Sources[1].LastError == "" || st.LastWindow == nil {
+		t.Fatalf("status %+v", st)
+	}
+}

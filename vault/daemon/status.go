@@ -66,10 +66,18 @@ type SourceStatus struct {
 func (d *Daemon) Status() Status {
 	now := d.o.Clock()
 	d.mu.Lock()
+	// A copy taken while holding mu: record changes the sources in
+	// place, and the journal's replay the last window.
 	st := d.status
+	st.Sources = slices.Clone(st.Sources)
+	for _, w := range []**WindowStatus{&st.Open, &st.LastWindow} {
+		if *w != nil {
+			c := **w
+			*w = &c
+		}
+	}
 	d.mu.Unlock()
 	st.Updated = now
-	st.Sources = slices.Clone(st.Sources)
 	if start, end, ok := d.next(now); ok {
 		st.NextWindow = &WindowStatus{Start: start, End: end, OpenedBy: OpenSchedule}
 	}
