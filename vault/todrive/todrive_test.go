@@ -116,14 +116,7 @@ func sameFiles(t *testing.T, a, b string, skip ...string) {
 // writing to a drive costs, not a copy into the image file's cache.
 func drive(t testing.TB, size int64, fstype string) (*usb.Mounted, string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		fixture.Need(t, "needs root for loop devices")
-	}
-	img := filepath.Join(t.TempDir(), "stick.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(img, (size+1<<20-1)/(1<<20)*(1<<20))
+	img := usbtest.NewImage(t, (size+1<<20-1)/(1<<20)*(1<<20))
 	dev := usbtest.Attach(t, img, usbtest.DirectIO)
 	p := usb.Local()
 	p.Any = true

@@ -36,7 +36,7 @@ func Loop(t testing.TB, size int64, mkfs ...string) string {
 // Image is Loop, and also returns the image's path.
 func Image(t testing.TB, size int64, mkfs ...string) (img, dev string) {
 	t.Helper()
-	img = makeImage(t, size, mkfs)
+	img = NewImage(t, size, mkfs...)
 	return img, Attach(t, img, 0)
 }
 
@@ -45,7 +45,7 @@ func Image(t testing.TB, size int64, mkfs ...string) (img, dev string) {
 // attached to nothing: a test plugs it in later (Attach, AttachLoop).
 func Filled(t testing.TB, size int64, fill func(dir string), mkfs ...string) string {
 	t.Helper()
-	img := makeImage(t, size, mkfs)
+	img := NewImage(t, size, mkfs...)
 	dev, detach, err := AttachLoop(img, 0)
 	if err != nil {
 		fixture.Need(t, "a loop device: "+err.Error())
@@ -62,9 +62,11 @@ func Filled(t testing.TB, size int64, fill func(dir string), mkfs ...string) str
 	return img
 }
 
-// makeImage makes a sparse image of size bytes in the test's temporary
-// directory and runs mkfs on it when one is given.
-func makeImage(t testing.TB, size int64, mkfs []string) string {
+// NewImage makes a sparse image of size bytes in the test's temporary
+// directory, runs mkfs on it when one is given (the command and its
+// flags; the image is added last), and returns its path, attached to
+// nothing (Attach it with the flags the test wants).
+func NewImage(t testing.TB, size int64, mkfs ...string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		fixture.Need(t, "needs root for loop devices")
