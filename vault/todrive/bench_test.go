@@ -137,7 +137,7 @@ func BenchmarkRestoreToDrive(b *testing.B) {
 			m, _ := drive(b, size.OnDisk(64<<10)*2+256<<20, fstype)
 			settle()
 			b.SetBytes(size.Bytes)
-			var write, verify float64
+			var write, verify, early float64
 			i := 0
 			for b.Loop() {
 				i++
@@ -148,12 +148,14 @@ func BenchmarkRestoreToDrive(b *testing.B) {
 				}
 				write += rep.WriteSeconds
 				verify += rep.VerifySeconds
+				early += float64(rep.ReadWhileWriting) / 1e6
 				b.StopTimer()
 				os.RemoveAll(filepath.Join(m.Root(), name))
 				b.StartTimer()
 			}
 			b.ReportMetric(write/float64(i), "write-s/op")
 			b.ReportMetric(verify/float64(i), "verify-s/op")
+			b.ReportMetric(early/float64(i), "early-MB/op")
 		})
 	}
 }
