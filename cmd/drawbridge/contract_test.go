@@ -214,6 +214,9 @@ func TestUsage(t *testing.T) {
 		{"verify", "--deep=yes"},
 		{"index"},
 		{"ls"},
+		{"--no-such-flag", "snapshots"},
+		{"--deep", "snapshots"}, // a flag of another command
+		{"--store", v.dir},
 	} {
 		r := v.run(args...)
 		if r.code != 2 {
@@ -227,6 +230,24 @@ func TestUsage(t *testing.T) {
 	// Not a store: the work fails.
 	if r := runEnv(t, []string{"DRAWBRIDGE_STORE=" + src}, "snapshots"); r.code != 1 {
 		t.Errorf("a directory that is no store: want exit 1:\n%s", r)
+	}
+}
+
+// TestFlagsFirst: flags may come before the command too.
+func TestFlagsFirst(t *testing.T) {
+	t.Parallel()
+	v := newVault(t)
+	r := runEnv(t, nil, "--store", v.dir, "--json", "snapshots")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("want [] and exit 0:\n%s", r)
+	}
+	src := t.TempDir()
+	fixture.Random(filepath.Join(src, "f"), 103)
+	v.backup("a", src)
+	target := filepath.Join(t.TempDir(), "out")
+	v.mustRun("--target", target, "restore", "latest")
+	if _, err := os.Stat(filepath.Join(target, src, "f")); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 
@@ -111,18 +112,15 @@ type call struct {
 }
 
 func run(ctx context.Context, argv []string, env *Env) error {
-	if len(argv) == 0 {
-		return usagef("no command given")
-	}
-	name := argv[0]
-	if name == "-h" || name == "--help" {
-		name = "help"
+	name, rest, err := commandName(argv)
+	if err != nil {
+		return err
 	}
 	for _, c := range commands {
 		if c.name != name {
 			continue
 		}
-		a, err := parse(argv[1:], append(c.valued, globalValued...), append(c.boolean, globalBoolean...))
+		a, err := parse(rest, append(c.valued, globalValued...), append(c.boolean, globalBoolean...))
 		if err != nil {
 			return err
 		}
@@ -136,6 +134,55 @@ func run(ctx context.Context, argv []string, env *Env) error {
 		return fmt.Errorf("'%s' is not available in this version of drawbridge", name)
 	}
 	return usagef("unknown command %q", name)
+}
+
+// commandName finds the command in argv: its first argument that is
+// neither a flag nor a flag's value, so that flags may come before the
+// command too (`drawbridge --store DIR snapshots`); whether the command
+// takes them is its own parse's to say. rest is argv without it. With no
+// command, --help (or -h) alone means help.
+func commandName(argv []string) (name string, rest []string, err error) {
+	help := false
+	for i := 0; i < len(argv); i++ {
+		s := argv[i]
+		if !strings.HasPrefix(s, "-") || s == "-" || s == "--" {
+			rest = append(slices.Clone(argv[:i]), argv[i+1:]...)
+			return s, rest, nil
+		}
+		flag, _, hasVal := strings.Cut(strings.TrimLeft(s, "-"), "=")
+		switch valued, known := flagKind(flag); {
+		case !known:
+			return "", nil, usagef("unknown flag %s", s)
+		case valued && !hasVal:
+			i++ // its value
+		case flag == "help" || flag == "h":
+			help = true
+		}
+	}
+	if help {
+		return "help", argv, nil
+	}
+	return "", nil, usagef("no command given")
+}
+
+// flagKind says whether some command knows the flag, and whether it
+// takes a value there (no flag takes one in a command and none in another).
+func flagKind(flag string) (valued, known bool) {
+	if slices.Contains(globalValued, flag) {
+		return true, true
+	}
+	if slices.Contains(globalBoolean, flag) {
+		return false, true
+	}
+	for _, c := range commands {
+		if slices.Contains(c.valued, flag) {
+			return true, true
+		}
+		if slices.Contains(c.boolean, flag) {
+			return false, true
+		}
+	}
+	return false, false
 }
 
 func cmdHelp(_ context.Context, c *call) error {
