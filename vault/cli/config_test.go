@@ -4,25 +4,22 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"drawbridge/hw/usb"
+	"drawbridge/hw/usb/sticktest"
 	"drawbridge/hw/usb/usbtest"
+	"drawbridge/vault/config/configtest"
 	"drawbridge/vault/config/importer"
 	"drawbridge/vault/console/termtest"
 	"drawbridge/vault/fixture"
 	"drawbridge/vault/store"
 	"drawbridge/vault/store/storetest"
 
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,30 +35,11 @@ func newConfigEnv(t *testing.T) *configEnv {
 	e.current = filepath.Join(e.dir, "data", "drawbridge.toml")
 	os.Mkdir(filepath.Dir(e.current), 0o755)
 	storetest.New(t, e.st, "restore", store.InitOptions{}).Close()
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
-	k, _ := ssh.NewPublicKey(pub)
-	e.key = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+	e.key = configtest.HostKey(t)
 	return e
 }
 
-func (e *configEnv) config(host string) string {
-	return `store = "` + e.st + `"
-[network]
-interface = "eth0"
-address = "198.18.0.2/24"
-[[window]]
-days = "daily"
-start = "02:00"
-duration = "1h"
-[[source]]
-name = "db1"
-kind = "agent"
-host = "` + host + `"
-user = "backup"
-host_key = "` + e.key + `"
-paths = ["/etc"]
-`
-}
+func (e *configEnv) config(host string) string { return configtest.Text(e.st, host, e.key) }
 
 func (e *configEnv) file(name, content string) string {
 	p := filepath.Join(e.dir, name)
@@ -249,32 +227,6 @@ func TestConfigImportTerminal(t *testing.T) {
 	}
 }
 
-// loopSticks are the loop devices the test attached, standing in for USB
-// sticks: the drives list only them.
-type loopSticks struct {
-	*usb.Ports
-	names sync.Map
-}
-
-func newLoopSticks() *loopSticks {
-	s := &loopSticks{Ports: usb.Local()}
-	s.Any = true
-	s.Only = func(name string) bool { _, ok := s.names.Load(name); return ok }
-	return s
-}
-
-// plug attaches the stick image img and lists it; the test's goroutine
-// need not be the caller.
-func (s *loopSticks) plug(t *testing.T, img string) {
-	dev, detach, err := usbtest.AttachLoop(img, 0)
-	if err != nil {
-		t.Errorf("attach %s: %v", img, err)
-		return
-	}
-	t.Cleanup(detach)
-	s.names.Store(filepath.Base(dev), true)
-}
-
 // stick makes an ext4 stick image holding files.
 func stick(t *testing.T, files map[string]string) string {
 	t.Helper()
@@ -299,7 +251,7 @@ func TestConfigImportUSB(t *testing.T) {
 	e := newConfigEnv(t)
 	null := devNull(t)
 	adminFile := e.file("admin", "admin passphrase\n")
-	sticks := newLoopSticks()
+	sticks := sticktest.New()
 	old := usbDrives
 	usbDrives = func() importer.Drives { return sticks }
 	t.Cleanup(func() { usbDrives = old })
@@ -315,7 +267,7 @@ func TestConfigImportUSB(t *testing.T) {
 	go func() {
 		for _, img := range imgs {
 			time.Sleep(1200 * time.Millisecond)
-			sticks.plug(t, img)
+			sticks.Plug(t, img)
 		}
 	}()
 	code, out, errs := e.main(null, "config", "import", "--usb", "--yes", "--admin-passphrase-file", adminFile)

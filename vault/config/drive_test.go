@@ -10,31 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"drawbridge/vault/config/configtest"
 	"drawbridge/vault/internal/fixture"
 )
 
 // stickConfig is a valid configuration as a person writes it.
 func stickConfig(t testing.TB, dbHost string) string {
-	return `store = "/data/store"
-
-[network]
-interface = "eth0"
-address = "198.18.0.2/24"
-gateway = "198.18.0.1"
-
-[[window]]
-days = "daily"
-start = "02:00"
-duration = "1h"
-
-[[source]]
-name = "db1"
-kind = "agent"
-host = "` + dbHost + `"
-user = "backup"
-host_key = "` + ed25519Key(t) + `"
-paths = ["/etc", "/srv"]
-`
+	return configtest.Text("/data/store", dbHost, ed25519Key(t))
 }
 
 // stick is a real directory standing in for a mounted USB stick.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drawbridge/hw/usb"
+	"drawbridge/hw/usb/sticktest"
 	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/admin"
 	"drawbridge/vault/config/importer"
@@ -30,18 +31,16 @@ import (
 // usbVault is a store with one snapshot of src, unlocked, and the
 // console's drives on loop devices.
 type usbVault struct {
-	s      *store.Store
-	sn     store.Snapshot
-	r      *store.Reader
-	u      *USBDrives
-	sticks sync.Map // the loop devices of this test: only they are offered
+	s     *store.Store
+	sn    store.Snapshot
+	r     *store.Reader
+	u     *USBDrives
+	ports *sticktest.Ports // the loop devices of this test: only they are offered
 }
 
 // stick makes an ext4 loop device that the drives offer.
 func (v *usbVault) stick(t *testing.T, size int64) string {
-	name := filepath.Base(usbtest.Loop(t, size, "mke2fs", "-q", "-F", "-t", "ext4", "-m", "0"))
-	v.sticks.Store(name, true)
-	return name
+	return v.ports.Loop(t, size, "mke2fs", "-q", "-F", "-t", "ext4", "-m", "0")
 }
 
 func newUSBVault(t *testing.T, fill func(src string)) *usbVault {
@@ -56,10 +55,8 @@ func newUSBVault(t *testing.T, fill func(src string)) *usbVault {
 	s := storetest.New(t, dir, "pass", store.InitOptions{})
 	sn := storetest.Backup(t, s, "home", src)
 	r := storetest.Unlock(t, s, "pass")
-	p := usb.Local()
-	p.Any = true
-	v := &usbVault{s: s, sn: *sn, r: r, u: &USBDrives{Ports: p, MountDir: filepath.Join(work, "mnt"), Store: s, StoreDir: dir}}
-	p.Only = func(name string) bool { _, ok := v.sticks.Load(name); return ok }
+	p := sticktest.New()
+	v := &usbVault{s: s, sn: *sn, r: r, ports: p, u: &USBDrives{Ports: p.Ports, MountDir: filepath.Join(work, "mnt"), Store: s, StoreDir: dir}}
 	// A test that fails with a drive mounted leaves neither the mount nor
 	// the loop device behind.
 	t.Cleanup(func() {
@@ -332,8 +329,7 @@ func TestUSBDrivesFAT(t *testing.T) {
 		os.WriteFile(filepath.Join(src, "a.txt"), []byte("alpha"), 0o644)
 		os.Symlink("a.txt", filepath.Join(src, "link"))
 	})
-	name := filepath.Base(usbtest.Loop(t, 64<<20, "mkfs.vfat", "-I"))
-	v.sticks.Store(name, true)
+	name := v.ports.Loop(t, 64<<20, "mkfs.vfat", "-I")
 	part := v.partition(t, name)
 	m, err := v.u.Ports.Mount(part, filepath.Join(t.TempDir(), "probe"), true)
 	if err != nil {

@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"drawbridge/hw/usb"
-	"drawbridge/hw/usb/usbtest"
+	"drawbridge/hw/usb/sticktest"
 	"drawbridge/vault/export"
 	"drawbridge/vault/export/manifest"
 	"drawbridge/vault/fixture"
@@ -439,10 +438,8 @@ func TestRefusedEntriesAreListedAndSkipped(t *testing.T) {
 // the kernel has none): names FAT cannot hold and symlinks are listed as
 // not exported, the rest verifies.
 func TestVFAT(t *testing.T) {
-	dev := usbtest.Loop(t, 64<<20, "mkfs.vfat")
-	p := usb.Local()
-	p.Any = true
-	p.Only = func(name string) bool { return name == filepath.Base(dev) }
+	p := sticktest.New()
+	dev := p.Loop(t, 64<<20, "mkfs.vfat")
 	drives, err := p.List()
 	if len(drives) != 1 || len(drives[0].Partitions) != 1 {
 		t.Fatalf("%s listed as %+v (%v)", dev, drives, err)

@@ -2,8 +2,6 @@ package importer_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"os"
@@ -14,55 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"drawbridge/hw/usb"
+	"drawbridge/hw/usb/sticktest"
 	"drawbridge/hw/usb/usbtest"
 	"drawbridge/vault/config"
+	"drawbridge/vault/config/configtest"
 	"drawbridge/vault/config/importer"
-
-	"golang.org/x/crypto/ssh"
 )
 
-func hostKey(t testing.TB) string {
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
-	k, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
-}
-
 func validConfig(t testing.TB) string {
-	return `store = "/data/store"
-[network]
-interface = "eth0"
-address = "198.18.0.2/24"
-[[window]]
-days = "daily"
-start = "02:00"
-duration = "1h"
-[[source]]
-name = "db1"
-kind = "agent"
-host = "198.18.0.1"
-user = "backup"
-host_key = "` + hostKey(t) + `"
-paths = ["/etc"]
-`
-}
-
-// sticks are loop devices with real filesystems standing in for USB
-// sticks; only they are listed, so the machine's other loop devices are
-// left alone.
-type sticks struct {
-	*usb.Ports
-	names sync.Map
-}
-
-func newSticks() *sticks {
-	s := &sticks{Ports: usb.Local()}
-	s.Any = true
-	s.Only = func(name string) bool { _, ok := s.names.Load(name); return ok }
-	return s
+	return configtest.Text("/data/store", "198.18.0.1", configtest.HostKey(t))
 }
 
 // image makes an ext4 stick image, filled by fill when it is not nil.
@@ -72,14 +30,6 @@ func image(t *testing.T, fill func(dir string)) string {
 		fill = func(string) {}
 	}
 	return usbtest.Filled(t, 32<<20, fill, "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096")
-}
-
-// plug attaches img to a loop device and lists it.
-func (s *sticks) plug(t *testing.T, img string) string {
-	t.Helper()
-	dev := usbtest.Attach(t, img, 0)
-	s.names.Store(filepath.Base(dev), true)
-	return filepath.Base(dev)
 }
 
 func sum(t *testing.T, p string) [32]byte {
@@ -139,8 +89,8 @@ func TestScanHostileSticks(t *testing.T) {
 				f.Close()
 			}
 			before := sum(t, img)
-			s := newSticks()
-			s.plug(t, img)
+			s := sticktest.New()
+			s.Plug(t, img)
 			base := t.TempDir()
 			start := time.Now()
 			found, err := importer.Scan(s, base)
@@ -183,7 +133,7 @@ func TestWaitForStick(t *testing.T) {
 	good := image(t, func(d string) {
 		os.WriteFile(filepath.Join(d, config.DriveFile), []byte(validConfig(t)), 0o644)
 	})
-	s := newSticks()
+	s := sticktest.New()
 	var mu sync.Mutex
 	var said []string
 	say := func(m string) { mu.Lock(); said = append(said, m); mu.Unlock() }
@@ -196,12 +146,12 @@ func TestWaitForStick(t *testing.T) {
 	if len(said) != 1 || !strings.Contains(said[0], "plug one in") {
 		t.Fatalf("said %q", said)
 	}
-	s.plug(t, empty)
+	s.Plug(t, empty)
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
 	go func() {
 		time.Sleep(1500 * time.Millisecond)
-		s.plug(t, good)
+		s.Plug(t, good)
 	}()
 	found, err := importer.Wait(ctx2, s, t.TempDir(), say)
 	if err != nil || len(found) != 1 || found[0].Config == nil {
