@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -58,6 +59,12 @@ func (p *Ports) Format(ctx context.Context, d Drive, fstype, label, confirm stri
 		tool, args = "mkfs.vfat", []string{"-I"}
 		if d.Size >= 512<<20 {
 			args = append(args, "-F", "32")
+			// -s counts the drive's logical sectors; without the
+			// sector size, mkfs.vfat picks the cluster size.
+			sector, _ := strconv.ParseInt(readString(p.Sys, path.Join("block", d.Name, "queue/logical_block_size")), 10, 64)
+			if c := fatCluster(d.Size); sector >= 512 && sector&(sector-1) == 0 && c >= sector {
+				args = append(args, "-s", strconv.FormatInt(c/sector, 10))
+			}
 		}
 		if label != "" {
 			args = append(args, "-n", label)
@@ -85,6 +92,29 @@ func (p *Ports) Format(ctx context.Context, d Drive, fstype, label, confirm stri
 	}
 	rereadPartitions(d.Path)
 	return nil
+}
+
+// minFAT32Clusters is the fewest clusters a FAT32 filesystem may have:
+// with fewer, Windows and macOS take it for FAT16 and misread it.
+const minFAT32Clusters = 65525
+
+// fatCluster is the cluster size in bytes Format gives a FAT32 filesystem
+// on a drive of size bytes: the largest of 32, 16, 8 and 4 KiB that
+// leaves it well over minFAT32Clusters. mkfs.vfat would pick 4 KiB up to
+// 8 GB and 8 or 16 KiB up to 32 GB, as Windows does; exFAT takes 32 KiB
+// on drives of those sizes. Writing a file allocates its clusters one by
+// one: in the appliance's kernel (in QEMU), a 1.5 GB stick with 16 KiB
+// clusters is written, flushed and read back 2.5 times as fast as with
+// 4 KiB, and a restore to it 1.4 times. The cost is a whole cluster for
+// the smallest file, which the restore's space check counts (it reads
+// the cluster size off the mounted drive).
+func fatCluster(size int64) int64 {
+	for c := int64(32 << 10); c > 4<<10; c /= 2 {
+		if size/c >= minFAT32Clusters+minFAT32Clusters/32 {
+			return c
+		}
+	}
+	return 4 << 10
 }
 
 // checkLabel returns the label as it will be written, or why it cannot be.

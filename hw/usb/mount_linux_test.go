@@ -361,3 +361,53 @@ func TestWatchLoop(t *testing.T) {
 	}
 	wait(false)
 }
+
+// TestFormatFATClusters: a FAT32 drive gets clusters as large as keep it
+// FAT32 for every system that reads it (at least 65525 of them).
+func TestFormatFATClusters(t *testing.T) {
+	if _, err := lookTool("mkfs.vfat"); err != nil {
+		fixture.Need(t, "needs mkfs.vfat: apt-get install dosfstools")
+	}
+	img, name := loopImage(t, 1100<<20)
+	p := testPorts()
+	d := loopDrive(t, p, name)
+	if err := p.Format(context.Background(), d, "vfat", "", d.Confirmation()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 512)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	le16 := func(o int) int64 { return int64(b[o]) | int64(b[o+1])<<8 }
+	le32 := func(o int) int64 { return le16(o) | le16(o+2)<<16 }
+	sector, perCluster, reserved, fats := le16(0x0b), int64(b[0x0d]), le16(0x0e), int64(b[0x10])
+	total, fatSize := le32(0x20), le32(0x24)
+	if le16(0x16) != 0 || fatSize == 0 || perCluster == 0 {
+		t.Fatalf("not FAT32: %x", b[:0x30])
+	}
+	clusters := (total - reserved - fats*fatSize) / perCluster
+	if cluster := sector * perCluster; cluster != fatCluster(d.Size) || cluster != 16<<10 || clusters < minFAT32Clusters {
+		t.Errorf("%d clusters of %d bytes; want 16 KiB clusters, at least %d", clusters, cluster, minFAT32Clusters)
+	}
+}
+
+func TestFATCluster(t *testing.T) {
+	for _, c := range []struct{ size, want int64 }{
+		{512 << 20, 4 << 10},
+		{600e6, 8 << 10},
+		{1536 << 20, 16 << 10},
+		{2 << 30, 16 << 10}, // 65,536 clusters of 32 KiB: too close to the limit
+		{4 << 30, 32 << 10},
+		{64e9, 32 << 10},
+	} {
+		got := fatCluster(c.size)
+		if got != c.want || c.size/got < minFAT32Clusters {
+			t.Errorf("fatCluster(%d) = %d, want %d", c.size, got, c.want)
+		}
+	}
+}
