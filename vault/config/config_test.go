@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"drawbridge/vault/config/configtest"
 )
 
 // authorized returns a public key in authorized_keys format, without the
@@ -35,13 +37,7 @@ func authorized(t testing.TB, pub any) string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
 }
 
-func ed25519Key(t testing.TB) string {
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return authorized(t, pub)
-}
+func ed25519Key(t testing.TB) string { return configtest.HostKey(t) }
 
 func ecdsaKey(t testing.TB, c elliptic.Curve) string {
 	k, err := ecdsa.GenerateKey(c, rand.Reader)
