@@ -72,7 +72,10 @@ func TestPullEndToEnd(t *testing.T) {
 	t.Cleanup(func() { exec.Command("bash", "demo-source", "down", src).Run() })
 	hostKey := strings.TrimSpace(readFile(t, filepath.Join(src, "host_key")))
 
-	// The USB stick carrying the configuration.
+	// The USB stick carrying the configuration. Its daily window starts
+	// half a day from now, so that the test's one window is the one
+	// drawbridge.window_now opens: a run at the scheduled hour would
+	// otherwise pull twice.
 	cfg := fmt.Sprintf(`store = "/data/store"
 
 [network]
@@ -81,7 +84,7 @@ address = "%s/30"
 
 [[window]]
 days = "daily"
-start = "02:00"
+start = "%s"
 duration = "1h"
 
 [[source]]
@@ -91,7 +94,7 @@ host = "%s"
 user = "root"
 host_key = "%s"
 paths = [%q]
-`, e2eVault, e2eSource, hostKey, tree)
+`, e2eVault, time.Now().UTC().Add(12*time.Hour).Format("15:04"), e2eSource, hostKey, tree)
 	stick := filepath.Join(work, "stick.img")
 	writeFile(t, filepath.Join(work, "drawbridge.toml"), cfg)
 	sh(t, "mkfs.vfat", "-C", "-n", "CONFIG", stick, "32768")
