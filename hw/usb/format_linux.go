@@ -105,9 +105,10 @@ const minFAT32Clusters = 65525
 // on drives of those sizes. Writing a file allocates its clusters one by
 // one: in the appliance's kernel (in QEMU), a 1.5 GB stick with 16 KiB
 // clusters is written, flushed and read back 2.5 times as fast as with
-// 4 KiB, and a restore to it 1.4 times. The cost is a whole cluster for
-// the smallest file, which the restore's space check counts (it reads
-// the cluster size off the mounted drive).
+// 4 KiB (a restore to it gains less: the vault's own work shares the
+// CPUs). The cost is a whole cluster for the smallest file, which the
+// restore's space check counts (it reads the cluster size off the
+// mounted drive).
 func fatCluster(size int64) int64 {
 	for c := int64(32 << 10); c > 4<<10; c /= 2 {
 		if size/c >= minFAT32Clusters+minFAT32Clusters/32 {
